@@ -1,0 +1,312 @@
+//! The command line: `docker network` vocabulary, talking to the daemon over its socket.
+
+use crate::client::call;
+use crate::mac::MacAddr;
+use crate::protocol::*;
+use crate::state::Endpoint;
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "vswitch",
+    version,
+    about = "A userspace virtual switch for containers and VMs",
+    long_about = "A userspace virtual switch for containers and VMs.\n\n\
+        Run the switch process with `sudo vswitch daemon`, then drive it like `docker network`:\n\n  \
+        vswitch network create blue\n  \
+        vswitch network connect blue veth-a        # an existing interface (AF_PACKET)\n  \
+        vswitch network connect blue --tap vm0     # a TAP device, created if missing\n  \
+        vswitch fdb blue                           # the MAC table\n  \
+        vswitch stats                              # per-port counters and drops"
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the switch process in the foreground (needs root); logs go to stderr (RUST_LOG=debug for more)
+    Daemon {
+        /// Where networks and ports are persisted.
+        #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Forwarding threads [default: the number of CPUs].
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Create, list, inspect, connect, disconnect and remove networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Show a network's MAC table, or add/delete a static entry
+    Fdb {
+        network: String,
+        /// Add a static entry: MAC and the port it lives behind (never ages, never moves).
+        #[arg(long, num_args = 2, value_names = ["MAC", "PORT"], conflicts_with = "del")]
+        add: Option<Vec<String>>,
+        /// Delete the entry for MAC (static or learned).
+        #[arg(long, value_name = "MAC")]
+        del: Option<MacAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-port counters: packets and bytes in and out, drops by reason
+    Stats {
+        /// Only these ports.
+        ports: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct Json {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// List networks
+    #[command(alias = "list")]
+    Ls(Json),
+    /// Create a network
+    Create {
+        name: String,
+        /// Network driver (bridge).
+        #[arg(long, short = 'd', default_value = "bridge")]
+        driver: String,
+        /// Subnet in CIDR form [default: the first free of 172.18-31.0.0/16, 192.168.N.0/20].
+        #[arg(long)]
+        subnet: Option<Ipv4Net>,
+        /// Gateway address [default: the subnet's first host].
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Allocate endpoint addresses from this range [default: the whole subnet].
+        #[arg(long)]
+        ip_range: Option<Ipv4Net>,
+        /// Seconds a learned MAC lives without traffic [default: 300].
+        #[arg(long, value_name = "SECS")]
+        aging_time: Option<u32>,
+        /// Cap on learned MACs; past it new MACs are flooded, not learned [default: 65536].
+        #[arg(long, value_name = "N")]
+        max_learned: Option<usize>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show networks in detail
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Attach an interface to a network as a port
+    Connect {
+        network: String,
+        /// An existing interface (e.g. a veth end), or with --tap a TAP device.
+        iface: String,
+        /// Attach a TAP device, creating it if it does not exist.
+        #[arg(long)]
+        tap: bool,
+        /// The endpoint's IPv4 address [default: the first free one].
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Detach a port from a network (a TAP the switch created is removed)
+    Disconnect { network: String, iface: String },
+    /// Remove networks (they must have no ports)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network that has no ports
+    Prune(Json),
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+/// Print rows under headers, columns padded to their widest cell.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        println!("{}", s.join("   ").trim_end());
+    };
+    line(headers.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+}
+
+/// Run a client command.
+pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
+    let rpc = |r: Request| call(socket, &r);
+    match cmd {
+        Command::Daemon { .. } => unreachable!("handled in main"),
+        Command::Network(n) => match n {
+            NetworkCmd::Ls(j) => {
+                let v = rpc(Request::NetworkLs)?;
+                if j.json {
+                    return Ok(print_json(&v));
+                }
+                let nets: Vec<NetworkSummary> = from(v)?;
+                let rows = nets
+                    .into_iter()
+                    .map(|n| vec![n.id, n.name, n.driver, n.subnet.to_string(), n.ports.to_string()])
+                    .collect();
+                table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "PORTS"], rows);
+            }
+            NetworkCmd::Create { name, driver, subnet, gateway, ip_range, aging_time, max_learned, json } => {
+                let c = CreateNetwork { name, driver: Some(driver), subnet, gateway, ip_range, aging_secs: aging_time, max_learned };
+                let v = rpc(Request::NetworkCreate(c))?;
+                if json.json {
+                    return Ok(print_json(&v));
+                }
+                println!("{}", v["id"].as_str().unwrap_or_default());
+            }
+            NetworkCmd::Inspect { names, json } => {
+                let v = rpc(Request::NetworkInspect { names })?;
+                if json.json {
+                    return Ok(print_json(&v));
+                }
+                for d in from::<Vec<NetworkDetail>>(v)? {
+                    print_detail(&d);
+                }
+            }
+            NetworkCmd::Connect { network, iface, tap, ip, json } => {
+                let v = rpc(Request::NetworkConnect { network: network.clone(), iface, tap, ip })?;
+                if json.json {
+                    return Ok(print_json(&v));
+                }
+                let e: Endpoint = from(v)?;
+                println!("{} connected to {network} as {} port: address {}, MAC {}", e.name, e.kind.name(), e.ipv4, e.mac);
+            }
+            NetworkCmd::Disconnect { network, iface } => {
+                rpc(Request::NetworkDisconnect { network: network.clone(), iface: iface.clone() })?;
+                println!("{iface} disconnected from {network}");
+            }
+            NetworkCmd::Rm { names } => {
+                let v = rpc(Request::NetworkRm { names })?;
+                for n in from::<Vec<String>>(v)? {
+                    println!("{n}");
+                }
+            }
+            NetworkCmd::Prune(j) => {
+                let v = rpc(Request::NetworkPrune)?;
+                if j.json {
+                    return Ok(print_json(&v));
+                }
+                let names: Vec<String> = from(v)?;
+                if names.is_empty() {
+                    println!("no network without ports");
+                } else {
+                    println!("Deleted networks:");
+                    for n in names {
+                        println!("{n}");
+                    }
+                }
+            }
+        },
+        Command::Fdb { network, add, del, json } => {
+            if let Some(a) = add {
+                let mac: MacAddr = a[0].parse()?;
+                rpc(Request::FdbAdd { network: network.clone(), mac, port: a[1].clone() })?;
+                println!("static entry {mac} -> {} added to {network}", a[1]);
+                return Ok(());
+            }
+            if let Some(mac) = del {
+                rpc(Request::FdbDel { network: network.clone(), mac })?;
+                println!("entry {mac} deleted from {network}");
+                return Ok(());
+            }
+            let v = rpc(Request::Fdb { network })?;
+            if json {
+                return Ok(print_json(&v));
+            }
+            let rows = from::<Vec<FdbEntry>>(v)?
+                .into_iter()
+                .map(|e| vec![e.mac.to_string(), e.port, e.age.to_string(), e.kind])
+                .collect();
+            table(&["MAC", "PORT", "AGE(s)", "TYPE"], rows);
+        }
+        Command::Stats { ports, json } => {
+            let mut stats: Vec<PortStatsView> = from(rpc(Request::Stats)?)?;
+            if let Some(p) = ports.iter().find(|p| !stats.iter().any(|s| &&s.port == p)) {
+                return Err(format!("no port named '{p}' (see: vswitch stats)"));
+            }
+            if !ports.is_empty() {
+                stats.retain(|s| ports.contains(&s.port));
+            }
+            if json {
+                return Ok(print_json(&serde_json::to_value(&stats).expect("json")));
+            }
+            let rows = stats
+                .into_iter()
+                .map(|s| {
+                    let t = s.totals;
+                    let drops: Vec<String> = t.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    vec![
+                        s.port,
+                        s.network,
+                        s.kind,
+                        t.rx_packets.to_string(),
+                        t.rx_bytes.to_string(),
+                        t.tx_packets.to_string(),
+                        t.tx_bytes.to_string(),
+                        if drops.is_empty() { "-".into() } else { drops.join(",") },
+                    ]
+                })
+                .collect();
+            table(&["PORT", "NETWORK", "KIND", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS"], rows);
+        }
+    }
+    Ok(())
+}
+
+fn print_detail(d: &NetworkDetail) {
+    let n = &d.network;
+    println!("Name:        {}", n.name);
+    println!("ID:          {}", n.id);
+    println!("Driver:      {}", n.driver.name());
+    println!("Subnet:      {}", n.subnet);
+    println!("Gateway:     {}", n.gateway);
+    println!("IP range:    {}", n.ip_range);
+    println!("Aging time:  {} s", n.aging_secs);
+    println!("MACs:        {} learned (cap {}, {} not learned over the cap)", d.learned_macs, n.max_learned, d.not_learned_over_cap);
+    println!("Ports:");
+    if n.endpoints.is_empty() {
+        println!("  (none)");
+    }
+    for e in &n.endpoints {
+        println!("  {:<16} {:<10} {:<16} {}", e.name, e.kind.name(), e.ipv4, e.mac);
+    }
+    if !n.static_macs.is_empty() {
+        println!("Static MACs:");
+        for m in &n.static_macs {
+            println!("  {} -> {}", m.mac, m.port);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The CLI's side of the control socket.
+
+use crate::protocol::{Request, Response};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+            "the vswitch daemon is not running (nothing listens on {}); start it with: sudo vswitch daemon",
+            socket.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!("permission denied on {}: run as root", socket.display()),
+        _ => format!("cannot reach the daemon on {}: {e}", socket.display()),
+    })?;
+    let mut line = serde_json::to_string(req).expect("requests serialize");
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| format!("sending to the daemon: {e}"))?;
+    let mut resp = String::new();
+    BufReader::new(s).read_line(&mut resp).map_err(|e| format!("reading from the daemon: {e}"))?;
+    if resp.is_empty() {
+        return Err("the daemon closed the connection without answering".into());
+    }
+    match serde_json::from_str(&resp).map_err(|e| format!("bad answer from the daemon: {e}"))? {
+        Response::Ok(v) => Ok(v),
+        Response::Error(e) => Err(e),
+    }
+}

@@ -1,0 +1,439 @@
+//! The control plane: networks and ports as the user sees them. Every command is checked in
+//! full, then saved, then published to the workers, so a command that fails changes nothing.
+
+use crate::clock;
+use crate::dataplane::Dataplane;
+use crate::fdb::{MacTable, PortId, MAX_PORT_ID};
+use crate::frame::max_frame_for_mtu;
+use crate::ipam;
+use crate::mac::MacAddr;
+use crate::netdev::{self, check_ifname};
+use crate::port::{self, PortKind};
+use crate::protocol::*;
+use crate::state::*;
+use crate::stats::PortStats;
+use crate::worker::{Fault, NetId};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+struct LiveNet {
+    id: NetId,
+    table: Arc<MacTable>,
+}
+
+struct LivePort {
+    id: PortId,
+    network: String,
+    kind: PortKind,
+    stats: Arc<PortStats>,
+    /// AF_PACKET ports: the interface index we bound to (a new index means a new interface).
+    ifindex: Option<u32>,
+}
+
+pub struct Controller {
+    st: State,
+    dir: StateDir,
+    dp: Dataplane,
+    nets: HashMap<String, LiveNet>,
+    ports: HashMap<String, LivePort>,
+}
+
+type Res = Result<Value, String>;
+
+fn json<T: Serialize>(v: T) -> Res {
+    Ok(serde_json::to_value(v).expect("views serialize"))
+}
+
+pub fn check_network_name(name: &str) -> Result<(), String> {
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(format!(
+            "invalid network name '{name}': use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn new_id() -> String {
+    let s = std::collections::hash_map::RandomState::new();
+    format!("{:016x}{:016x}", s.hash_one(1u8), s.hash_one(std::time::SystemTime::now()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Controller {
+    /// Take over the saved state and bring every network and port back. A port whose
+    /// interface is gone is dropped with an error line (and the state saved without it).
+    pub fn start(st: State, dir: StateDir, dp: Dataplane) -> Result<Controller, String> {
+        let mut c = Controller { st: State::new(), dir, dp, nets: HashMap::new(), ports: HashMap::new() };
+        let mut kept = st.clone();
+        for net in &st.networks {
+            c.add_live_net(&net.name, net.max_learned);
+            let n = kept.network_mut(&net.name).expect("cloned");
+            for ep in &net.endpoints {
+                if let Err(e) = c.open_port(&net.name, &ep.name, ep.kind) {
+                    error!(network = %net.name, port = %ep.name, "port not restored: {e}");
+                    n.endpoints.retain(|x| x.name != ep.name);
+                    n.static_macs.retain(|m| m.port != ep.name);
+                }
+            }
+            for m in &n.static_macs {
+                let id = c.ports[&m.port].id;
+                if let Err(e) = c.nets[&net.name].table.add_static(m.mac, id) {
+                    error!(network = %net.name, "static entry {} not restored: {e}", m.mac);
+                }
+            }
+            info!(network = %net.name, ports = n.endpoints.len(), "network restored");
+        }
+        if kept != st {
+            c.dir.save(&kept)?;
+        }
+        c.st = kept;
+        Ok(c)
+    }
+
+    fn add_live_net(&mut self, name: &str, max_learned: usize) {
+        let id = (0..=NetId::MAX).find(|i| !self.nets.values().any(|n| n.id == *i)).expect("65536 networks");
+        let table = Arc::new(MacTable::new(max_learned));
+        self.dp.add_network(id, &table);
+        self.nets.insert(name.to_string(), LiveNet { id, table });
+    }
+
+    /// Open a port's queues and hand them to the workers.
+    fn open_port(&mut self, network: &str, iface: &str, kind: PortKind) -> Result<bool, String> {
+        let id = (1..=MAX_PORT_ID)
+            .find(|i| !self.ports.values().any(|p| p.id == *i))
+            .ok_or("too many ports (32767)")?;
+        let opened = port::open(iface, kind, self.dp.workers()).map_err(|e| format!("cannot attach {iface}: {e}"))?;
+        let created = opened.created;
+        let stats = Arc::new(PortStats::new(self.dp.workers()));
+        let net = &self.nets[network];
+        let ifindex = opened.ifindex;
+        self.dp.add_port(id, net.id, opened, max_frame_for_mtu(self.mtu_of(iface)), &stats);
+        self.ports.insert(iface.to_string(), LivePort { id, network: network.to_string(), kind, stats, ifindex });
+        info!(network, port = iface, kind = kind.name(), id, created, "port attached");
+        Ok(created)
+    }
+
+    fn mtu_of(&self, iface: &str) -> u32 {
+        netdev::mtu(iface).unwrap_or(1500)
+    }
+
+    fn close_port(&mut self, iface: &str) {
+        if let Some(p) = self.ports.remove(iface) {
+            self.dp.remove_port(p.id);
+            if let Some(n) = self.nets.get(&p.network) {
+                n.table.flush_port(p.id);
+            }
+            info!(network = %p.network, port = iface, "port detached");
+        }
+    }
+
+    fn network(&self, name: &str) -> Result<&Network, String> {
+        self.st.network(name).ok_or_else(|| format!("no network named '{name}' (see: vswitch network ls)"))
+    }
+
+    /// Save `next` as the state; only then is it the state.
+    fn commit(&mut self, next: State) -> Result<(), String> {
+        self.dir.save(&next)?;
+        self.st = next;
+        Ok(())
+    }
+
+    pub fn handle(&mut self, req: Request) -> Res {
+        match req {
+            Request::NetworkLs => self.ls(),
+            Request::NetworkCreate(c) => self.create(c),
+            Request::NetworkInspect { names } => self.inspect(&names),
+            Request::NetworkConnect { network, iface, tap, ip } => self.connect(&network, &iface, tap, ip),
+            Request::NetworkDisconnect { network, iface } => self.disconnect(&network, &iface),
+            Request::NetworkRm { names } => self.rm(&names),
+            Request::NetworkPrune => self.prune(),
+            Request::Fdb { network } => self.fdb(&network),
+            Request::FdbAdd { network, mac, port } => self.fdb_add(&network, mac, &port),
+            Request::FdbDel { network, mac } => self.fdb_del(&network, mac),
+            Request::Stats => self.stats(),
+        }
+    }
+
+    fn ls(&self) -> Res {
+        let v: Vec<NetworkSummary> = self
+            .st
+            .networks
+            .iter()
+            .map(|n| NetworkSummary {
+                id: n.id[..12].to_string(),
+                name: n.name.clone(),
+                driver: n.driver.name().into(),
+                subnet: n.subnet,
+                ports: n.endpoints.len(),
+            })
+            .collect();
+        json(v)
+    }
+
+    fn create(&mut self, c: CreateNetwork) -> Res {
+        check_network_name(&c.name)?;
+        if self.st.network(&c.name).is_some() {
+            return Err(format!("a network named '{}' already exists", c.name));
+        }
+        let driver = match c.driver.as_deref().unwrap_or("bridge") {
+            "bridge" => Driver::Bridge,
+            d @ ("macvlan" | "overlay") => return Err(format!("the {d} driver is not available yet; use --driver bridge")),
+            d => return Err(format!("unknown driver '{d}' (drivers: bridge)")),
+        };
+        let aging_secs = c.aging_secs.unwrap_or(DEFAULT_AGING_SECS);
+        if aging_secs == 0 {
+            return Err("--aging-time must be at least 1 second".into());
+        }
+        let max_learned = c.max_learned.unwrap_or(DEFAULT_MAX_LEARNED);
+        if !(1..=1 << 24).contains(&max_learned) {
+            return Err("--max-learned must be between 1 and 16777216".into());
+        }
+        let taken: Vec<_> = self.st.networks.iter().map(|n| n.subnet).collect();
+        let (subnet, gateway, ip_range) = ipam::plan(c.subnet, c.gateway, c.ip_range, &taken)?;
+        let net = Network {
+            name: c.name.clone(),
+            id: new_id(),
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            aging_secs,
+            max_learned,
+            created: unix_now(),
+            endpoints: vec![],
+            static_macs: vec![],
+        };
+        let mut next = self.st.clone();
+        next.networks.push(net.clone());
+        self.commit(next)?;
+        self.add_live_net(&c.name, max_learned);
+        info!(network = %c.name, %subnet, "network created");
+        json(net)
+    }
+
+    fn detail(&self, n: &Network) -> NetworkDetail {
+        let t = &self.nets[&n.name].table;
+        NetworkDetail {
+            network: n.clone(),
+            learned_macs: t.learned(),
+            not_learned_over_cap: t.over_limit.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn inspect(&self, names: &[String]) -> Res {
+        let v = names.iter().map(|n| self.network(n).map(|n| self.detail(n))).collect::<Result<Vec<_>, _>>()?;
+        json(v)
+    }
+
+    fn connect(&mut self, network: &str, iface: &str, tap: bool, ip: Option<Ipv4Addr>) -> Res {
+        let net = self.network(network)?;
+        check_ifname(iface)?;
+        if let Some(other) = self.st.attached(iface) {
+            return Err(format!("interface {iface} is already attached to network {}", other.name));
+        }
+        let kind = if tap { PortKind::Tap } else { PortKind::AfPacket };
+        if !tap && netdev::ifindex(iface).is_none() {
+            return Err(format!("no interface named '{iface}' (to create a TAP device, add --tap)"));
+        }
+        let ipv4 = ipam::allocate(net, ip)?;
+        let created_tap = self.open_port(network, iface, kind)?;
+        let ep = Endpoint { name: iface.to_string(), kind, ipv4, mac: ipam::mac_for(ipv4), created_tap };
+        let mut next = self.st.clone();
+        next.network_mut(network).expect("checked").endpoints.push(ep.clone());
+        if let Err(e) = self.commit(next) {
+            self.close_port(iface);
+            return Err(e);
+        }
+        json(ep)
+    }
+
+    fn disconnect(&mut self, network: &str, iface: &str) -> Res {
+        let net = self.network(network)?;
+        if !net.endpoints.iter().any(|e| e.name == iface) {
+            return Err(match self.st.attached(iface) {
+                Some(o) => format!("interface {iface} is attached to network {}, not {network}", o.name),
+                None => format!("interface {iface} is not attached to network {network}"),
+            });
+        }
+        let mut next = self.st.clone();
+        let n = next.network_mut(network).expect("checked");
+        n.endpoints.retain(|e| e.name != iface);
+        n.static_macs.retain(|m| m.port != iface);
+        self.commit(next)?;
+        self.close_port(iface);
+        json(serde_json::json!({ "network": network, "disconnected": iface }))
+    }
+
+    fn remove_networks(&mut self, names: &[String]) -> Result<(), String> {
+        let mut next = self.st.clone();
+        next.networks.retain(|n| !names.contains(&n.name));
+        self.commit(next)?;
+        for name in names {
+            if let Some(n) = self.nets.remove(name) {
+                self.dp.remove_network(n.id);
+            }
+            info!(network = %name, "network removed");
+        }
+        Ok(())
+    }
+
+    fn rm(&mut self, names: &[String]) -> Res {
+        if names.is_empty() {
+            return Err("name at least one network to remove".into());
+        }
+        for name in names {
+            let n = self.network(name)?;
+            if !n.endpoints.is_empty() {
+                let ports: Vec<_> = n.endpoints.iter().map(|e| e.name.as_str()).collect();
+                return Err(format!(
+                    "network {name} still has ports: {}; disconnect them first (vswitch network disconnect {name} PORT)",
+                    ports.join(", ")
+                ));
+            }
+        }
+        self.remove_networks(names)?;
+        json(names)
+    }
+
+    fn prune(&mut self) -> Res {
+        let names: Vec<String> = self.st.networks.iter().filter(|n| n.endpoints.is_empty()).map(|n| n.name.clone()).collect();
+        if !names.is_empty() {
+            self.remove_networks(&names)?;
+        }
+        json(names)
+    }
+
+    fn port_names(&self) -> HashMap<PortId, &str> {
+        self.ports.iter().map(|(name, p)| (p.id, name.as_str())).collect()
+    }
+
+    fn fdb(&self, network: &str) -> Res {
+        self.network(network)?;
+        let names = self.port_names();
+        let now = clock::now();
+        let v: Vec<FdbEntry> = self.nets[network]
+            .table
+            .entries()
+            .into_iter()
+            .map(|e| FdbEntry {
+                mac: e.mac,
+                port: names.get(&e.port).unwrap_or(&"?").to_string(),
+                age: now.saturating_sub(e.last_seen),
+                kind: if e.is_static { "static" } else { "learned" }.into(),
+            })
+            .collect();
+        json(v)
+    }
+
+    fn fdb_add(&mut self, network: &str, mac: MacAddr, port: &str) -> Res {
+        let net = self.network(network)?;
+        if !net.endpoints.iter().any(|e| e.name == port) {
+            return Err(format!("port {port} is not attached to network {network}"));
+        }
+        if mac.is_multicast() {
+            return Err(format!("{mac} is a group address; static entries take a unicast MAC"));
+        }
+        let id = self.ports[port].id;
+        let mut next = self.st.clone();
+        let n = next.network_mut(network).expect("checked");
+        n.static_macs.retain(|m| m.mac != mac);
+        n.static_macs.push(StaticMac { mac, port: port.to_string() });
+        let table = self.nets[network].table.clone();
+        table.add_static(mac, id)?;
+        if let Err(e) = self.commit(next) {
+            table.remove(mac);
+            return Err(e);
+        }
+        json(serde_json::json!({ "mac": mac, "port": port, "type": "static" }))
+    }
+
+    fn fdb_del(&mut self, network: &str, mac: MacAddr) -> Res {
+        let net = self.network(network)?;
+        let table = self.nets[network].table.clone();
+        let is_static = net.static_macs.iter().any(|m| m.mac == mac);
+        if !is_static && table.lookup(mac).is_none() {
+            return Err(format!("no entry for {mac} in network {network}"));
+        }
+        if is_static {
+            let mut next = self.st.clone();
+            next.network_mut(network).expect("checked").static_macs.retain(|m| m.mac != mac);
+            self.commit(next)?;
+        }
+        table.remove(mac);
+        json(serde_json::json!({ "mac": mac, "removed": true }))
+    }
+
+    fn stats(&self) -> Res {
+        let mut v: Vec<PortStatsView> = self
+            .ports
+            .iter()
+            .map(|(name, p)| PortStatsView {
+                port: name.clone(),
+                network: p.network.clone(),
+                kind: p.kind.name().into(),
+                totals: p.stats.totals(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
+        json(v)
+    }
+
+    /// Once a second: age MAC tables and notice AF_PACKET interfaces that went away.
+    pub fn tick(&mut self) {
+        let now = clock::now();
+        for n in &self.st.networks {
+            if let Some(l) = self.nets.get(&n.name) {
+                l.table.age(now, n.aging_secs);
+            }
+        }
+        let gone: Vec<(String, String)> = self
+            .ports
+            .iter()
+            .filter(|(name, p)| p.ifindex.is_some() && netdev::ifindex(name) != p.ifindex)
+            .map(|(name, _)| (name.clone(), "interface no longer exists".to_string()))
+            .collect();
+        for (name, why) in gone {
+            self.remove_faulted(&name, &why);
+        }
+    }
+
+    /// A worker reported a port broken.
+    pub fn fault(&mut self, f: Fault) {
+        if let Some(name) = self.ports.iter().find(|(_, p)| p.id == f.port).map(|(n, _)| n.clone()) {
+            self.remove_faulted(&name, &f.error);
+        }
+    }
+
+    fn remove_faulted(&mut self, name: &str, why: &str) {
+        let Some(network) = self.ports.get(name).map(|p| p.network.clone()) else { return };
+        warn!(network = %network, port = name, "port removed: {why}");
+        let mut next = self.st.clone();
+        if let Some(n) = next.network_mut(&network) {
+            n.endpoints.retain(|e| e.name != name);
+            n.static_macs.retain(|m| m.port != name);
+        }
+        if let Err(e) = self.commit(next) {
+            error!("{e}");
+        }
+        self.close_port(name);
+    }
+
+    pub fn faults(&self) -> crossbeam_channel::Receiver<Fault> {
+        self.dp.faults.clone()
+    }
+
+    /// Stop the workers; their queues close, and TAPs the switch created go with them.
+    pub fn shutdown(&mut self) {
+        self.dp.stop();
+    }
+}

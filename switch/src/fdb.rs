@@ -1,0 +1,338 @@
+//! The MAC table (forwarding database) of one network.
+//!
+//! Workers learn and look up concurrently without locks: the table is a fixed array of
+//! 8-way buckets, one cache line each, whose slots are atomic words
+//! `mac << 16 | static << 15 | port`. A lookup is at most eight relaxed loads from one cache
+//! line; learning a new MAC is one compare-and-swap into an empty slot. Aging and removal
+//! run on the housekeeping thread with the same compare-and-swap, so no reader ever waits.
+//! (No crate offers a wait-free fixed-capacity map with this layout; dashmap and friends lock.)
+//!
+//! Two workers learning the same new MAC at the same instant may both insert it; lookups take
+//! the first, and the spare copy ages out. That is the price of never locking.
+
+use crate::mac::MacAddr;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Port ids are 15 bits; 0 means "empty slot".
+pub type PortId = u16;
+pub const MAX_PORT_ID: PortId = 0x7fff;
+const STATIC_BIT: u64 = 1 << 15;
+const PORT_MASK: u64 = 0x7fff;
+const WAYS: usize = 8;
+
+#[repr(align(64))]
+struct Bucket {
+    slots: [AtomicU64; WAYS],
+}
+
+/// What learning a source address did.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Learn {
+    /// Already known on this port (age refreshed).
+    Known,
+    New,
+    /// Known on another port: it follows the station at once.
+    Moved,
+    /// A static entry names this MAC: never moved by traffic.
+    Static,
+    /// Over the network's cap on learned entries: not learned, the frame is flooded instead.
+    OverLimit,
+    /// The MAC's bucket is full of other entries.
+    BucketFull,
+}
+
+pub struct MacTable {
+    buckets: Box<[Bucket]>,
+    /// Last-seen time (seconds, `crate::clock::now`) for each slot, beside `buckets`.
+    seen: Box<[AtomicU32]>,
+    mask: usize,
+    /// Random per table so an attacker cannot aim MACs at one bucket.
+    seed: u64,
+    learned: AtomicUsize,
+    max_learned: usize,
+    pub over_limit: AtomicU64,
+    pub bucket_full: AtomicU64,
+}
+
+/// One entry as shown by `vswitch fdb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub mac: MacAddr,
+    pub port: PortId,
+    pub is_static: bool,
+    pub last_seen: u32,
+}
+
+impl MacTable {
+    /// A table that holds `max_learned` learned entries (plus static ones) with room to spare.
+    pub fn new(max_learned: usize) -> MacTable {
+        let want_slots = (max_learned.max(64) * 2).next_power_of_two();
+        let nbuckets = want_slots / WAYS;
+        let buckets = (0..nbuckets)
+            .map(|_| Bucket { slots: Default::default() })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let seen = (0..nbuckets * WAYS).map(|_| AtomicU32::new(0)).collect::<Vec<_>>().into_boxed_slice();
+        MacTable {
+            buckets,
+            seen,
+            mask: nbuckets - 1,
+            seed: RandomState::new().hash_one(0x5eed_u64) | 1,
+            learned: AtomicUsize::new(0),
+            max_learned,
+            over_limit: AtomicU64::new(0),
+            bucket_full: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn bucket_of(&self, mac: u64) -> usize {
+        // Multiply-shift hashing: one multiply, good spread of the 48 MAC bits.
+        ((mac.wrapping_mul(self.seed)) >> 32) as usize & self.mask
+    }
+
+    /// The port a MAC was learned or configured on.
+    #[inline]
+    pub fn lookup(&self, mac: MacAddr) -> Option<PortId> {
+        let key = mac.to_u64();
+        let b = &self.buckets[self.bucket_of(key)];
+        for slot in &b.slots {
+            let w = slot.load(Relaxed);
+            if w != 0 && w >> 16 == key {
+                return Some((w & PORT_MASK) as PortId);
+            }
+        }
+        None
+    }
+
+    /// Learn that `mac` was seen as a source on `port` at time `now`.
+    #[inline]
+    pub fn learn(&self, mac: MacAddr, port: PortId, now: u32) -> Learn {
+        let key = mac.to_u64();
+        let bi = self.bucket_of(key);
+        let b = &self.buckets[bi];
+        let want = key << 16 | port as u64;
+        for (i, slot) in b.slots.iter().enumerate() {
+            let w = slot.load(Relaxed);
+            if w == 0 || w >> 16 != key {
+                continue;
+            }
+            if w & STATIC_BIT != 0 {
+                return Learn::Static;
+            }
+            let seen = &self.seen[bi * WAYS + i];
+            // Write the age only when it changed: a hot MAC must not bounce its cache line.
+            if seen.load(Relaxed) != now {
+                seen.store(now, Relaxed);
+            }
+            if w == want {
+                return Learn::Known;
+            }
+            return match slot.compare_exchange(w, want, Relaxed, Relaxed) {
+                Ok(_) => Learn::Moved,
+                Err(_) => Learn::Known, // another worker just rewrote it; either answer is fresh
+            };
+        }
+        if self.learned.fetch_add(1, Relaxed) >= self.max_learned {
+            self.learned.fetch_sub(1, Relaxed);
+            self.over_limit.fetch_add(1, Relaxed);
+            return Learn::OverLimit;
+        }
+        for (i, slot) in b.slots.iter().enumerate() {
+            if slot.load(Relaxed) == 0 {
+                self.seen[bi * WAYS + i].store(now, Relaxed);
+                if slot.compare_exchange(0, want, Relaxed, Relaxed).is_ok() {
+                    return Learn::New;
+                }
+            }
+        }
+        self.learned.fetch_sub(1, Relaxed);
+        self.bucket_full.fetch_add(1, Relaxed);
+        Learn::BucketFull
+    }
+
+    /// Add or replace a static entry. Fails only if the MAC's bucket is full.
+    pub fn add_static(&self, mac: MacAddr, port: PortId) -> Result<(), String> {
+        self.remove(mac);
+        let key = mac.to_u64();
+        let b = &self.buckets[self.bucket_of(key)];
+        let want = key << 16 | STATIC_BIT | port as u64;
+        for slot in &b.slots {
+            if slot.compare_exchange(0, want, Relaxed, Relaxed).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(format!("no room for {mac} in the MAC table (its bucket is full)"))
+    }
+
+    /// Remove every entry (learned or static) for `mac`. Returns whether one was there.
+    pub fn remove(&self, mac: MacAddr) -> bool {
+        let key = mac.to_u64();
+        let b = &self.buckets[self.bucket_of(key)];
+        let mut found = false;
+        for slot in &b.slots {
+            let w = slot.load(Relaxed);
+            if w != 0 && w >> 16 == key && slot.compare_exchange(w, 0, Relaxed, Relaxed).is_ok() {
+                if w & STATIC_BIT == 0 {
+                    self.learned.fetch_sub(1, Relaxed);
+                }
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Remove the entries matching `pred(word, last_seen)`; returns how many went.
+    fn retain(&self, mut remove: impl FnMut(u64, u32) -> bool) -> usize {
+        let mut n = 0;
+        for (bi, b) in self.buckets.iter().enumerate() {
+            for (i, slot) in b.slots.iter().enumerate() {
+                let w = slot.load(Relaxed);
+                if w != 0
+                    && remove(w, self.seen[bi * WAYS + i].load(Relaxed))
+                    && slot.compare_exchange(w, 0, Relaxed, Relaxed).is_ok()
+                {
+                    if w & STATIC_BIT == 0 {
+                        self.learned.fetch_sub(1, Relaxed);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Drop learned entries not seen for `aging_secs`. Static entries never age.
+    pub fn age(&self, now: u32, aging_secs: u32) -> usize {
+        self.retain(|w, seen| w & STATIC_BIT == 0 && now.saturating_sub(seen) >= aging_secs)
+    }
+
+    /// Drop every entry (learned and static) pointing at `port`: the port is going away.
+    pub fn flush_port(&self, port: PortId) -> usize {
+        self.retain(|w, _| (w & PORT_MASK) as PortId == port)
+    }
+
+    pub fn learned(&self) -> usize {
+        self.learned.load(Relaxed)
+    }
+
+    pub fn max_learned(&self) -> usize {
+        self.max_learned
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (bi, b) in self.buckets.iter().enumerate() {
+            for (i, slot) in b.slots.iter().enumerate() {
+                let w = slot.load(Relaxed);
+                if w != 0 {
+                    out.push(Entry {
+                        mac: MacAddr::from_u64(w >> 16),
+                        port: (w & PORT_MASK) as PortId,
+                        is_static: w & STATIC_BIT != 0,
+                        last_seen: self.seen[bi * WAYS + i].load(Relaxed),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|e| e.mac);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u64) -> MacAddr {
+        MacAddr::from_u64(0x0200_0000_0000 | n)
+    }
+
+    #[test]
+    fn learn_lookup_move() {
+        let t = MacTable::new(1024);
+        assert_eq!(t.lookup(mac(1)), None);
+        assert_eq!(t.learn(mac(1), 3, 10), Learn::New);
+        assert_eq!(t.lookup(mac(1)), Some(3));
+        assert_eq!(t.learn(mac(1), 3, 11), Learn::Known);
+        assert_eq!(t.learn(mac(1), 4, 12), Learn::Moved);
+        assert_eq!(t.lookup(mac(1)), Some(4));
+        assert_eq!(t.learned(), 1);
+    }
+
+    #[test]
+    fn aging_spares_fresh_and_static() {
+        let t = MacTable::new(1024);
+        t.learn(mac(1), 1, 0);
+        t.learn(mac(2), 1, 250);
+        t.add_static(mac(3), 2).unwrap();
+        assert_eq!(t.age(300, 300), 1);
+        assert_eq!(t.lookup(mac(1)), None);
+        assert_eq!(t.lookup(mac(2)), Some(1));
+        assert_eq!(t.lookup(mac(3)), Some(2));
+        assert_eq!(t.age(100_000, 300), 1);
+        assert_eq!(t.lookup(mac(3)), Some(2));
+        assert_eq!(t.learned(), 0);
+    }
+
+    #[test]
+    fn static_entries_do_not_move() {
+        let t = MacTable::new(1024);
+        t.add_static(mac(7), 2).unwrap();
+        assert_eq!(t.learn(mac(7), 5, 1), Learn::Static);
+        assert_eq!(t.lookup(mac(7)), Some(2));
+        assert!(t.remove(mac(7)));
+        assert_eq!(t.lookup(mac(7)), None);
+    }
+
+    #[test]
+    fn cap_on_learned_entries() {
+        let t = MacTable::new(100);
+        let mut learned = 0;
+        for i in 0..1000 {
+            if t.learn(mac(i), 1, 0) == Learn::New {
+                learned += 1;
+            }
+        }
+        assert_eq!(learned, 100);
+        assert_eq!(t.learned(), 100);
+        assert_eq!(t.over_limit.load(Relaxed) + t.bucket_full.load(Relaxed), 900);
+        // Known MACs still refresh past the cap.
+        assert_eq!(t.learn(mac(0), 1, 5), Learn::Known);
+    }
+
+    #[test]
+    fn flush_port_removes_only_that_port() {
+        let t = MacTable::new(1024);
+        t.learn(mac(1), 1, 0);
+        t.learn(mac(2), 2, 0);
+        t.add_static(mac(3), 2).unwrap();
+        assert_eq!(t.flush_port(2), 2);
+        assert_eq!(t.entries().len(), 1);
+        assert_eq!(t.entries()[0].mac, mac(1));
+    }
+
+    #[test]
+    fn concurrent_learning_never_loses_lookups() {
+        let t = std::sync::Arc::new(MacTable::new(1 << 16));
+        let hs: Vec<_> = (0..4)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        t.learn(mac(i), (w + 1) as PortId, 0);
+                        assert!(t.lookup(mac(i)).is_some());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        for i in 0..10_000 {
+            assert!(t.lookup(mac(i)).is_some());
+        }
+    }
+}

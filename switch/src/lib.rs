@@ -1,0 +1,19 @@
+//! vswitch: a userspace virtual switch. See ARCHITECTURE.md for how the pieces fit.
+
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod controller;
+pub mod daemon;
+pub mod dataplane;
+pub mod fdb;
+pub mod forward;
+pub mod frame;
+pub mod ipam;
+pub mod mac;
+pub mod netdev;
+pub mod port;
+pub mod protocol;
+pub mod state;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,24 @@
+use clap::Parser;
+use vswitch::cli::{self, Cli, Command};
+use vswitch::daemon;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Command::Daemon { state_dir, workers } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            daemon::run(daemon::Options { socket: cli.socket, state_dir, workers })
+        }
+        cmd => cli::run(&cli.socket, cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

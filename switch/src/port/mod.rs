@@ -1,0 +1,176 @@
+//! Ports: where frames enter and leave the switch. A port has one queue per worker; a worker
+//! reads and writes only its own queues, so no queue is ever shared between threads.
+
+pub mod afpacket;
+pub mod tap;
+
+use crate::frame::{VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
+use crate::netdev;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::RawFd;
+
+/// How a port reaches its interface.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// An existing interface (a veth end, a NIC) read through AF_PACKET rings.
+    AfPacket,
+    /// A TAP device, created by the switch unless it already existed.
+    Tap,
+}
+
+impl PortKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortKind::AfPacket => "af_packet",
+            PortKind::Tap => "tap",
+        }
+    }
+}
+
+/// A received frame: the virtio header, the bytes (in a ring slot or a worker buffer, valid
+/// until the queue's `release`), and the VLAN tag the kernel took out, if it did.
+#[derive(Clone, Copy)]
+pub struct RxFrame {
+    pub vnet: VnetHdr,
+    data: *const u8,
+    len: usize,
+    pub tag: Option<[u8; 4]>,
+    pub truncated: bool,
+}
+
+// A worker's batch of frames moves with the worker; the frames never outlive the batch.
+unsafe impl Send for RxFrame {}
+
+impl RxFrame {
+    pub fn new(vnet: VnetHdr, data: &[u8], tag: Option<[u8; 4]>) -> RxFrame {
+        RxFrame { vnet, data: data.as_ptr(), len: data.len(), tag, truncated: false }
+    }
+
+    /// The frame's bytes as received (without the offloaded VLAN tag).
+    pub fn data(&self) -> &[u8] {
+        // Valid until the owning queue's release (see the type's doc); the worker keeps it
+        // only for the batch.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+
+    /// Length on the wire, VLAN tag included.
+    pub fn wire_len(&self) -> usize {
+        self.len + if self.tag.is_some() { VLAN_HLEN } else { 0 }
+    }
+
+    /// Send the frame on `q`, putting an offloaded VLAN tag back where it belongs.
+    pub fn transmit(&self, q: &mut Queue) -> Result<(), TxError> {
+        let d = self.data();
+        match &self.tag {
+            None => q.transmit(&self.vnet, &[d]),
+            Some(tag) if d.len() >= 12 => q.transmit(&self.vnet.shifted(VLAN_HLEN as u16), &[&d[..12], tag, &d[12..]]),
+            Some(_) => q.transmit(&self.vnet, &[d]),
+        }
+    }
+}
+
+pub enum TxError {
+    /// No room right now (ring full, device busy): the frame is dropped and counted.
+    Full,
+    /// The interface is gone or broken: the port is removed.
+    Fault(io::Error),
+}
+
+/// Each worker's receive buffers: a TAP read or an oversize AF_PACKET frame lands here.
+/// Allocated once, at worker start, never on the hot path.
+pub struct WorkerBuffers {
+    bufs: Vec<Box<[u8]>>,
+}
+
+impl WorkerBuffers {
+    pub fn new(batch: usize) -> WorkerBuffers {
+        WorkerBuffers { bufs: (0..batch).map(|_| vec![0u8; VNET_HDR_LEN + MAX_FRAME].into_boxed_slice()).collect() }
+    }
+
+    pub fn get(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i]
+    }
+}
+
+/// One worker's queue on a port.
+pub enum Queue {
+    AfPacket(afpacket::AfPacketQueue),
+    Tap(tap::TapQueue),
+}
+
+impl Queue {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Queue::AfPacket(q) => q.fd(),
+            Queue::Tap(q) => q.fd(),
+        }
+    }
+
+    pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize, bufs: &mut WorkerBuffers) -> io::Result<()> {
+        match self {
+            Queue::AfPacket(q) => q.receive(out, max, bufs),
+            Queue::Tap(q) => q.receive(out, max, bufs),
+        }
+    }
+
+    /// Return the frames of the last `receive` to the kernel.
+    pub fn release(&mut self) {
+        if let Queue::AfPacket(q) = self {
+            q.release()
+        }
+    }
+
+    pub fn transmit(&mut self, vnet: &VnetHdr, parts: &[&[u8]]) -> Result<(), TxError> {
+        match self {
+            Queue::AfPacket(q) => q.transmit(vnet, parts),
+            Queue::Tap(q) => q.transmit(vnet, parts),
+        }
+    }
+
+    /// Push out what `transmit` queued (AF_PACKET sends a whole ring batch in one syscall).
+    pub fn flush(&mut self) -> Result<(), TxError> {
+        match self {
+            Queue::AfPacket(q) => q.flush(),
+            Queue::Tap(_) => Ok(()),
+        }
+    }
+}
+
+/// An opened port: a queue per worker and what the control plane needs to know of it.
+pub struct Opened {
+    pub queues: Vec<Queue>,
+    /// Queues that receive. A single-queue TAP shared by `dup` is read by one worker only,
+    /// so a flow's frames are never reordered.
+    pub rx_queues: usize,
+    pub ifindex: Option<u32>,
+    pub mtu: u32,
+    /// The switch created this TAP (and so removes it).
+    pub created: bool,
+}
+
+/// Open port `name` of `kind` with one queue for each of `workers` workers.
+pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
+    match kind {
+        PortKind::AfPacket => {
+            let ifindex = netdev::ifindex(name)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named '{name}'")))?;
+            let mtu = netdev::mtu(name)?;
+            let mut fanout = afpacket::Fanout::new();
+            let mut queues = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let f = if workers > 1 { Some(&mut fanout) } else { None };
+                queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f)?));
+            }
+            Ok(Opened { queues, rx_queues: workers, ifindex: Some(ifindex), mtu, created: false })
+        }
+        PortKind::Tap => {
+            let t = tap::open(name, workers)?;
+            let mtu = netdev::mtu(name).unwrap_or(1500);
+            // A dup'd single queue is one kernel queue: only the first worker reads it.
+            let rx_queues = if t.multiqueue { workers } else { 1 };
+            Ok(Opened { queues: t.queues.into_iter().map(Queue::Tap).collect(), rx_queues, ifindex: None, mtu, created: t.created })
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! A forwarding worker: a thread that owns one queue of every port, reads batches, runs each
+//! frame through `forward::decide`, writes it to its egress queues and flushes them once per
+//! batch. It never locks or allocates per frame: tables are shared lock-free, counters are
+//! its own, and changes arrive as commands between batches.
+
+use crate::clock;
+use crate::fdb::{MacTable, PortId};
+use crate::forward::{decide, Verdict};
+use crate::frame::Drop;
+use crate::port::{Queue, RxFrame, TxError, WorkerBuffers};
+use crate::stats::{bump, PortStats};
+use crossbeam_channel::{Receiver, Sender};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// Frames read from one port before they are forwarded and the port is flushed.
+pub const BATCH: usize = 64;
+/// Idle passes over the ports before the worker sleeps in poll(): a short spin keeps the
+/// wake-up cost off the round trip of request/response traffic.
+const IDLE_SPINS: u32 = 200;
+
+pub type NetId = u16;
+
+/// What the control plane asks of a worker.
+pub enum Cmd {
+    AddNetwork { net: NetId, table: Arc<MacTable> },
+    RemoveNetwork { net: NetId },
+    AddPort(NewPort),
+    /// Close this worker's queue of the port; answer on `done` once it is closed.
+    RemovePort { port: PortId, done: Sender<()> },
+    Stop,
+}
+
+pub struct NewPort {
+    pub port: PortId,
+    pub net: NetId,
+    pub queue: Queue,
+    /// Whether this worker reads from the queue (or only writes to it).
+    pub rx: bool,
+    pub max_frame: usize,
+    pub stats: Arc<PortStats>,
+}
+
+/// A port went wrong under a worker (interface deleted, device error).
+#[derive(Debug)]
+pub struct Fault {
+    pub port: PortId,
+    pub error: String,
+}
+
+struct LocalPort {
+    net: NetId,
+    queue: Queue,
+    rx: bool,
+    max_frame: usize,
+    stats: Arc<PortStats>,
+    failed: bool,
+}
+
+struct LocalNet {
+    table: Arc<MacTable>,
+    members: Vec<PortId>,
+}
+
+/// Wakes a worker sleeping in poll() so it sees a command at once.
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    pub fn new() -> std::io::Result<Waker> {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn wake(&self) {
+        let one = 1u64;
+        unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn clear(&self) {
+        let mut v = 0u64;
+        unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+pub struct Worker {
+    index: usize,
+    cmds: Receiver<Cmd>,
+    waker: Arc<Waker>,
+    faults: Sender<Fault>,
+    /// Indexed by port id.
+    ports: Vec<Option<LocalPort>>,
+    /// Indexed by network id.
+    nets: Vec<Option<LocalNet>>,
+    /// Ports this worker reads, in order.
+    readers: Vec<PortId>,
+    batch: Vec<RxFrame>,
+    verdicts: Vec<Verdict>,
+    bufs: WorkerBuffers,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl Worker {
+    pub fn new(index: usize, cmds: Receiver<Cmd>, waker: Arc<Waker>, faults: Sender<Fault>) -> Worker {
+        Worker {
+            index,
+            cmds,
+            waker,
+            faults,
+            ports: Vec::new(),
+            nets: Vec::new(),
+            readers: Vec::new(),
+            batch: Vec::with_capacity(BATCH),
+            verdicts: Vec::with_capacity(BATCH),
+            bufs: WorkerBuffers::new(BATCH),
+            pollfds: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut idle = 0u32;
+        loop {
+            while let Ok(cmd) = self.cmds.try_recv() {
+                if !self.apply(cmd) {
+                    return;
+                }
+            }
+            let mut work = 0;
+            for i in 0..self.readers.len() {
+                work += self.forward_batch(self.readers[i]);
+            }
+            if work > 0 {
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle > IDLE_SPINS {
+                    self.sleep();
+                    idle = 0;
+                }
+            }
+        }
+    }
+
+    /// Apply a command; false means stop.
+    fn apply(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::AddNetwork { net, table } => {
+                let i = net as usize;
+                if self.nets.len() <= i {
+                    self.nets.resize_with(i + 1, || None);
+                }
+                self.nets[i] = Some(LocalNet { table, members: Vec::new() });
+            }
+            Cmd::RemoveNetwork { net } => {
+                if let Some(n) = self.nets.get_mut(net as usize) {
+                    *n = None;
+                }
+            }
+            Cmd::AddPort(p) => {
+                let i = p.port as usize;
+                if self.ports.len() <= i {
+                    self.ports.resize_with(i + 1, || None);
+                }
+                if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
+                    n.members.push(p.port);
+                }
+                self.ports[i] = Some(LocalPort {
+                    net: p.net,
+                    queue: p.queue,
+                    rx: p.rx,
+                    max_frame: p.max_frame,
+                    stats: p.stats,
+                    failed: false,
+                });
+                self.rebuild_readers();
+            }
+            Cmd::RemovePort { port, done } => {
+                if let Some(p) = self.ports.get_mut(port as usize).and_then(Option::take) {
+                    if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
+                        n.members.retain(|&m| m != port);
+                    }
+                }
+                self.rebuild_readers();
+                let _ = done.send(());
+            }
+            Cmd::Stop => return false,
+        }
+        true
+    }
+
+    fn rebuild_readers(&mut self) {
+        self.readers.clear();
+        self.pollfds.clear();
+        self.pollfds.push(libc::pollfd { fd: self.waker.0.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        for (id, p) in self.ports.iter().enumerate() {
+            if let Some(p) = p {
+                if p.rx && !p.failed {
+                    self.readers.push(id as PortId);
+                    self.pollfds.push(libc::pollfd { fd: p.queue.fd(), events: libc::POLLIN, revents: 0 });
+                }
+            }
+        }
+    }
+
+    /// Sleep until a port has frames, a port fails, or a command arrives.
+    fn sleep(&mut self) {
+        let r = unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, 1000) };
+        if r <= 0 {
+            return;
+        }
+        if self.pollfds[0].revents != 0 {
+            self.waker.clear();
+        }
+        let mut failed = Vec::new();
+        for (i, pfd) in self.pollfds.iter().enumerate().skip(1) {
+            if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                failed.push((self.readers[i - 1], socket_error(pfd.fd)));
+            }
+        }
+        for (port, err) in failed {
+            self.fail(port, err);
+        }
+    }
+
+    fn fail(&mut self, port: PortId, error: String) {
+        if let Some(p) = self.ports[port as usize].as_mut() {
+            if !p.failed {
+                p.failed = true;
+                let _ = self.faults.send(Fault { port, error });
+                self.rebuild_readers();
+            }
+        }
+    }
+
+    /// Read one batch from `port`, forward it, flush the egress queues. Returns frames read.
+    fn forward_batch(&mut self, in_id: PortId) -> usize {
+        let w = self.index;
+        let Some(inp) = self.ports[in_id as usize].as_mut() else { return 0 };
+        self.batch.clear();
+        if let Err(e) = inp.queue.receive(&mut self.batch, BATCH, &mut self.bufs) {
+            self.fail(in_id, e.to_string());
+            return 0;
+        }
+        let n = self.batch.len();
+        if n == 0 {
+            inp.queue.release();
+            return 0;
+        }
+        let Some(net) = self.nets.get(inp.net as usize).and_then(Option::as_ref) else {
+            inp.queue.release();
+            return n;
+        };
+        // Decide every frame first (learning as we go), then transmit: the ingress queue is
+        // not touched again until its slots are released.
+        let now = clock::now();
+        let c = inp.stats.worker(w);
+        self.verdicts.clear();
+        for f in &self.batch {
+            let len = f.wire_len();
+            bump(&c.rx_packets, 1);
+            bump(&c.rx_bytes, len as u64);
+            let v = if f.truncated {
+                Verdict::Drop(Drop::Truncated)
+            } else {
+                decide(&net.table, in_id, f.data(), len, inp.max_frame, f.vnet.is_gso(), now).verdict
+            };
+            if let Verdict::Drop(why) = v {
+                c.drop(why);
+            }
+            self.verdicts.push(v);
+        }
+        let mut faults: Vec<(PortId, String)> = Vec::new();
+        for (f, v) in self.batch.iter().zip(&self.verdicts) {
+            match *v {
+                Verdict::Drop(_) => {}
+                Verdict::Port(out) => transmit(&mut self.ports, out, f, w, &mut faults),
+                Verdict::Flood => {
+                    for &out in &net.members {
+                        if out != in_id {
+                            transmit(&mut self.ports, out, f, w, &mut faults);
+                        }
+                    }
+                }
+            }
+        }
+        for &out in &net.members {
+            if let Some(p) = self.ports[out as usize].as_mut() {
+                if let Err(TxError::Fault(e)) = p.queue.flush() {
+                    faults.push((out, e.to_string()));
+                }
+            }
+        }
+        if let Some(inp) = self.ports[in_id as usize].as_mut() {
+            inp.queue.release();
+        }
+        for (port, e) in faults {
+            self.fail(port, e);
+        }
+        n
+    }
+}
+
+/// Send one frame out of port `out`, counting it or its drop on that port.
+#[inline]
+fn transmit(ports: &mut [Option<LocalPort>], out: PortId, f: &RxFrame, w: usize, faults: &mut Vec<(PortId, String)>) {
+    let Some(p) = ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
+    if p.failed {
+        return;
+    }
+    let c = p.stats.worker(w);
+    let len = f.wire_len();
+    if len > p.max_frame && !f.vnet.is_gso() {
+        c.drop(Drop::TooBigForEgress);
+        return;
+    }
+    match f.transmit(&mut p.queue) {
+        Ok(()) => {
+            bump(&c.tx_packets, 1);
+            bump(&c.tx_bytes, len as u64);
+        }
+        Err(TxError::Full) => c.drop(Drop::TxError),
+        Err(TxError::Fault(e)) => {
+            c.drop(Drop::TxError);
+            faults.push((out, e.to_string()));
+        }
+    }
+}
+
+/// The pending error of a socket (SO_ERROR), as text, for the fault log line.
+fn socket_error(fd: i32) -> String {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len) };
+    if r == 0 && err != 0 {
+        std::io::Error::from_raw_os_error(err).to_string()
+    } else {
+        "interface went away (poll reported an error)".into()
+    }
+}
