@@ -12,12 +12,14 @@ use crate::stats::{bump, PortStats};
 use crossbeam_channel::{Receiver, Sender};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Frames read from one port before they are forwarded and the port is flushed.
 pub const BATCH: usize = 64;
-/// Idle passes over the ports before the worker sleeps in poll(): a short spin keeps the
-/// wake-up cost off the round trip of request/response traffic.
-const IDLE_SPINS: u32 = 200;
+/// How long a worker keeps polling its rings after the last frame before it sleeps in
+/// poll(). A wake-up costs tens of microseconds here; spinning this long means the reply to
+/// a request usually finds the worker awake, and costs nothing under load (never idle).
+const IDLE_SPIN: Duration = Duration::from_micros(200);
 
 pub type NetId = u16;
 
@@ -120,7 +122,7 @@ impl Worker {
     }
 
     pub fn run(mut self) {
-        let mut idle = 0u32;
+        let mut last_work = Instant::now();
         loop {
             while let Ok(cmd) = self.cmds.try_recv() {
                 if !self.apply(cmd) {
@@ -132,13 +134,10 @@ impl Worker {
                 work += self.forward_batch(self.readers[i]);
             }
             if work > 0 {
-                idle = 0;
-            } else {
-                idle += 1;
-                if idle > IDLE_SPINS {
-                    self.sleep();
-                    idle = 0;
-                }
+                last_work = Instant::now();
+            } else if last_work.elapsed() > IDLE_SPIN {
+                self.sleep();
+                last_work = Instant::now();
             }
         }
     }
