@@ -16,7 +16,11 @@ fn main() {
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             daemon::run(daemon::Options { socket: cli.socket, state_dir, workers })
         }
-        cmd => cli::run(&cli.socket, cmd),
+        cmd => {
+            // Like any Unix tool: a closed pipe (`vswitch fdb blue | head`) ends us quietly.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            cli::run(&cli.socket, cmd)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

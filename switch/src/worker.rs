@@ -106,7 +106,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(index: usize, cmds: Receiver<Cmd>, waker: Arc<Waker>, faults: Sender<Fault>) -> Worker {
-        Worker {
+        let mut w = Worker {
             index,
             cmds,
             waker,
@@ -118,7 +118,9 @@ impl Worker {
             verdicts: Vec::with_capacity(BATCH),
             bufs: WorkerBuffers::new(BATCH),
             pollfds: Vec::new(),
-        }
+        };
+        w.rebuild_readers(); // the waker is in the poll set from the start
+        w
     }
 
     pub fn run(mut self) {
