@@ -36,6 +36,11 @@ pub fn sendraw_bin() -> PathBuf {
     sibling_bin("sendraw")
 }
 
+/// The TCP integrity checker that comes with these tests (src/bin/tcpcheck.rs).
+pub fn tcpcheck_bin() -> PathBuf {
+    sibling_bin("tcpcheck")
+}
+
 /// A name unique to this process and call, at most 15 bytes with `prefix` of up to 5.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -121,3 +121,35 @@ fn vlan_tagged_frames_cross_untouched() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().filter(|l| l.contains("vlan 42")).count(), 5, "tagged frames not seen on b:\n{text}\n{}", d.log());
 }
+
+/// Every byte arrives intact, also when receivers are slow and far more data waits in their
+/// sockets than the switch's transmit ring holds (the switch must never reuse memory the
+/// kernel still holds).
+#[test]
+fn tcp_bytes_arrive_intact_with_slow_readers() {
+    let d = Daemon::start(2);
+    let (a, b) = (Host::new("10.50.8.1"), Host::new("10.50.8.2"));
+    d.network(&net_name(), &[&a, &b]);
+    assert!(a.ns.wait_ping(&b.ip, 5));
+    let bin = tcpcheck_bin();
+    let bin = bin.to_str().unwrap();
+    let ports = ["5001", "5002", "5003"];
+    let servers: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            let mut srv = b.ns.cmd(&[bin, "serve", p, "2000"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+            let mut first = [0u8; 10];
+            std::io::Read::read_exact(srv.stdout.as_mut().unwrap(), &mut first).unwrap(); // "listening\n"
+            srv
+        })
+        .collect();
+    let senders: Vec<_> = ports
+        .iter()
+        .map(|p| a.ns.cmd(&[bin, "send", &b.ip, p, "200"]).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    for (srv, snd) in servers.into_iter().zip(senders) {
+        let sent = String::from_utf8(snd.wait_with_output().unwrap().stdout).unwrap();
+        let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(got.lines().last(), sent.lines().last(), "the bytes received differ from the bytes sent");
+    }
+}

@@ -124,6 +124,7 @@ impl Worker {
     }
 
     pub fn run(mut self) {
+        let spin = std::env::var("VSWITCH_SPIN_US").ok().and_then(|v| v.parse().ok()).map(Duration::from_micros).unwrap_or(IDLE_SPIN);
         let mut last_work = Instant::now();
         loop {
             while let Ok(cmd) = self.cmds.try_recv() {
@@ -137,7 +138,7 @@ impl Worker {
             }
             if work > 0 {
                 last_work = Instant::now();
-            } else if last_work.elapsed() > IDLE_SPIN {
+            } else if last_work.elapsed() > spin {
                 self.sleep();
                 last_work = Instant::now();
             }
