@@ -6,9 +6,14 @@
 //! RX slots are 2 KB; a frame that does not fit (a GSO super-frame, a jumbo frame) is also
 //! queued whole on the socket by PACKET_COPY_THRESH, and we read that copy with recvmsg.
 //! Sockets of the same port in different workers share the traffic through PACKET_FANOUT.
+//!
+//! Small frames leave through the TX ring, a batch per send(). Big ones (GSO super-frames,
+//! jumbo frames) leave through a second, ring-less socket with one sendmsg straight from the
+//! receive buffer: the kernel copies ring frags it hands to another namespace anyway, so the
+//! ring would cost two copies of 64 KB where sendmsg costs one.
 
 use super::{RxFrame, TxError, WorkerBuffers};
-use crate::frame::{VnetHdr, MAX_FRAME, VNET_HDR_LEN};
+use crate::frame::{VnetHdr, VNET_HDR_LEN};
 use crate::netdev::setsockopt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -88,11 +93,11 @@ struct TpacketReq {
 const RX_FRAME: usize = 2048;
 const RX_BLOCK: usize = 1 << 18;
 const RX_BLOCKS: usize = 16;
-// TX: slots big enough for a whole GSO super-frame, 15 to a 1 MB block.
-const TX_FRAME: usize = 69632;
-const TX_BLOCK: usize = 1 << 20;
-const TX_BLOCKS: usize = 8;
-const _: () = assert!(TX_FRAME >= HDR_ALIGNED + VNET_HDR_LEN + MAX_FRAME);
+// TX: 1024 slots of 8 KB (small frames only: big ones take sendmsg).
+const TX_FRAME: usize = 8192;
+const TX_BLOCK: usize = 1 << 18;
+const TX_BLOCKS: usize = 32;
+const _: () = assert!(TX_FRAME >= HDR_ALIGNED + VNET_HDR_LEN + RING_TX_MAX);
 
 struct Ring {
     base: *mut u8,
@@ -137,8 +142,13 @@ impl Fanout {
     }
 }
 
+/// Frames above this many bytes go out by sendmsg, not through the TX ring.
+const RING_TX_MAX: usize = 4096;
+
 pub struct AfPacketQueue {
     fd: OwnedFd,
+    /// Ring-less socket on the same interface for big frames (receives nothing: protocol 0).
+    direct: OwnedFd,
     map: *mut u8,
     map_len: usize,
     rx: Ring,
@@ -156,14 +166,42 @@ fn os_err(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+fn packet_socket() -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_err("socket(AF_PACKET)"));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    let r = unsafe {
+        libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+    };
+    if r < 0 {
+        return Err(os_err("bind(AF_PACKET)"));
+    }
+    Ok(())
+}
+
+/// The socket for big frames: virtio header, no qdisc, bound so it receives nothing.
+fn direct_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    let fd = packet_socket()?;
+    let one: i32 = 1;
+    setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &one, "PACKET_VNET_HDR")?;
+    setsockopt(&fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, "PACKET_QDISC_BYPASS")?;
+    bind(&fd, ifindex, 0)?;
+    Ok(fd)
+}
+
 impl AfPacketQueue {
     /// Open a queue on interface `ifindex`; with `fanout`, join the port's fanout group.
     pub fn open(ifindex: u32, fanout: Option<&mut Fanout>) -> io::Result<AfPacketQueue> {
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(os_err("socket(AF_PACKET)"));
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = packet_socket()?;
         let one: i32 = 1;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
         setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &one, "PACKET_VNET_HDR")?;
@@ -201,6 +239,7 @@ impl AfPacketQueue {
         let map = map as *mut u8;
         let q = AfPacketQueue {
             fd,
+            direct: direct_socket(ifindex)?,
             map,
             map_len,
             rx: Ring::new(map, RX_BLOCK, RX_BLOCKS, RX_FRAME),
@@ -208,16 +247,7 @@ impl AfPacketQueue {
             rx_held: 0,
             tx_pending: 0,
         };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        let r = unsafe {
-            libc::bind(q.fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
-        };
-        if r < 0 {
-            return Err(os_err("bind(AF_PACKET)"));
-        }
+        bind(&q.fd, ifindex, ETH_P_ALL)?;
         let mreq = libc::packet_mreq { mr_ifindex: ifindex as i32, mr_type: PACKET_MR_PROMISC, mr_alen: 0, mr_address: [0; 8] };
         setsockopt(&q.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP(promisc)")?;
         if let Some(f) = fanout {
@@ -331,11 +361,13 @@ impl AfPacketQueue {
         self.rx_held = 0;
     }
 
-    /// Queue a frame (`parts` concatenated) for sending at the next `flush`.
+    /// Queue a frame (`parts` concatenated) for sending at the next `flush`; a big frame is
+    /// sent at once, after what is queued.
     pub fn transmit(&mut self, vnet: &VnetHdr, parts: &[&[u8]]) -> Result<(), TxError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if HDR_ALIGNED + VNET_HDR_LEN + len > TX_FRAME {
-            return Err(TxError::Full);
+        if len > RING_TX_MAX || vnet.is_gso() {
+            self.flush()?;
+            return self.send_direct(vnet, parts);
         }
         let mut slot = self.tx.slot(0, TX_BLOCK);
         if !tx_free(slot) {
@@ -358,6 +390,27 @@ impl AfPacketQueue {
         set_status(slot, TP_STATUS_SEND_REQUEST);
         self.tx.head = (self.tx.head + 1) % self.tx.frames;
         self.tx_pending += 1;
+        Ok(())
+    }
+
+    fn send_direct(&mut self, vnet: &VnetHdr, parts: &[&[u8]]) -> Result<(), TxError> {
+        let mut iov = [libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; 4];
+        iov[0] = libc::iovec { iov_base: vnet.0.as_ptr() as *mut libc::c_void, iov_len: VNET_HDR_LEN };
+        for (i, p) in parts.iter().enumerate() {
+            iov[i + 1] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+        }
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = parts.len() + 1;
+        if unsafe { libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT) } < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EMSGSIZE) | Some(libc::EINVAL) => {
+                    Err(TxError::Full)
+                }
+                _ => Err(TxError::Fault(e)),
+            };
+        }
         Ok(())
     }
 
