@@ -74,9 +74,11 @@ fn networks_are_isolated() {
 fn jumbo_frames_pass_and_too_big_for_egress_is_counted() {
     let d = Daemon::start(2);
     let (a, b, c) = (Host::new("10.50.5.1"), Host::new("10.50.5.2"), Host::new("10.50.5.3"));
+    d.network(&net_name(), &[&a, &b, &c]);
+    // Raised after the ports were attached: the switch follows MTU changes (once a second).
     a.veth.set_mtu(&a.ns, 9000);
     b.veth.set_mtu(&b.ns, 9000);
-    d.network(&net_name(), &[&a, &b, &c]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(a.ns.wait_ping(&b.ip, 5));
     let out = a.ns.output(&["ping", "-c", "3", "-i", "0.1", "-M", "do", "-s", "8900", &b.ip]);
     assert!(out.status.success(), "jumbo ping failed: {}", String::from_utf8_lossy(&out.stdout));

@@ -4,14 +4,12 @@
 use crate::clock;
 use crate::dataplane::Dataplane;
 use crate::fdb::{MacTable, PortId, MAX_PORT_ID};
-use crate::frame::max_frame_for_mtu;
 use crate::ipam;
 use crate::mac::MacAddr;
 use crate::netdev::{self, check_ifname};
-use crate::port::{self, PortKind};
+use crate::port::{self, PortKind, PortShared};
 use crate::protocol::*;
 use crate::state::*;
-use crate::stats::PortStats;
 use crate::worker::{Fault, NetId};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,7 +28,7 @@ struct LivePort {
     id: PortId,
     network: String,
     kind: PortKind,
-    stats: Arc<PortStats>,
+    shared: Arc<PortShared>,
     /// AF_PACKET ports: the interface index we bound to (a new index means a new interface).
     ifindex: Option<u32>,
 }
@@ -114,17 +112,13 @@ impl Controller {
             .ok_or("too many ports (32767)")?;
         let opened = port::open(iface, kind, self.dp.workers()).map_err(|e| format!("cannot attach {iface}: {e}"))?;
         let created = opened.created;
-        let stats = Arc::new(PortStats::new(self.dp.workers()));
+        let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));
         let net = &self.nets[network];
         let ifindex = opened.ifindex;
-        self.dp.add_port(id, net.id, opened, max_frame_for_mtu(self.mtu_of(iface)), &stats);
-        self.ports.insert(iface.to_string(), LivePort { id, network: network.to_string(), kind, stats, ifindex });
+        self.dp.add_port(id, net.id, opened, &shared);
+        self.ports.insert(iface.to_string(), LivePort { id, network: network.to_string(), kind, shared, ifindex });
         info!(network, port = iface, kind = kind.name(), id, created, "port attached");
         Ok(created)
-    }
-
-    fn mtu_of(&self, iface: &str) -> u32 {
-        netdev::mtu(iface).unwrap_or(1500)
     }
 
     fn close_port(&mut self, iface: &str) {
@@ -381,19 +375,26 @@ impl Controller {
                 port: name.clone(),
                 network: p.network.clone(),
                 kind: p.kind.name().into(),
-                totals: p.stats.totals(),
+                totals: p.shared.stats.totals(),
             })
             .collect();
         v.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
         json(v)
     }
 
-    /// Once a second: age MAC tables and notice AF_PACKET interfaces that went away.
+    /// Once a second: age MAC tables, follow MTU changes, notice interfaces that went away.
     pub fn tick(&mut self) {
         let now = clock::now();
         for n in &self.st.networks {
             if let Some(l) = self.nets.get(&n.name) {
                 l.table.age(now, n.aging_secs);
+            }
+        }
+        for (name, p) in &self.ports {
+            if p.ifindex.is_some() {
+                if let Ok(mtu) = netdev::mtu(name) {
+                    p.shared.set_mtu(mtu);
+                }
             }
         }
         let gone: Vec<(String, String)> = self

@@ -2,8 +2,7 @@
 //! queues, and takes ports away again, waiting until every worker has let go.
 
 use crate::fdb::{MacTable, PortId};
-use crate::port::Opened;
-use crate::stats::PortStats;
+use crate::port::{Opened, PortShared};
 use crate::worker::{Cmd, Fault, NetId, NewPort, Waker, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::Arc;
@@ -56,10 +55,10 @@ impl Dataplane {
     }
 
     /// Give each worker its queue of a newly opened port.
-    pub fn add_port(&self, port: PortId, net: NetId, opened: Opened, max_frame: usize, stats: &Arc<PortStats>) {
+    pub fn add_port(&self, port: PortId, net: NetId, opened: Opened, shared: &Arc<PortShared>) {
         let rx_queues = opened.rx_queues;
         for (i, (w, queue)) in self.workers.iter().zip(opened.queues).enumerate() {
-            let p = NewPort { port, net, queue, rx: i < rx_queues, max_frame, stats: stats.clone() };
+            let p = NewPort { port, net, queue, rx: i < rx_queues, shared: shared.clone() };
             self.send(w, Cmd::AddPort(p));
         }
     }

@@ -7,8 +7,8 @@ use crate::clock;
 use crate::fdb::{MacTable, PortId};
 use crate::forward::{decide, Verdict};
 use crate::frame::Drop;
-use crate::port::{Queue, RxFrame, TxError, WorkerBuffers};
-use crate::stats::{bump, PortStats};
+use crate::port::{PortShared, Queue, RxFrame, TxError, WorkerBuffers};
+use crate::stats::bump;
 use crossbeam_channel::{Receiver, Sender};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -39,8 +39,7 @@ pub struct NewPort {
     pub queue: Queue,
     /// Whether this worker reads from the queue (or only writes to it).
     pub rx: bool,
-    pub max_frame: usize,
-    pub stats: Arc<PortStats>,
+    pub shared: Arc<PortShared>,
 }
 
 /// A port went wrong under a worker (interface deleted, device error).
@@ -54,8 +53,7 @@ struct LocalPort {
     net: NetId,
     queue: Queue,
     rx: bool,
-    max_frame: usize,
-    stats: Arc<PortStats>,
+    shared: Arc<PortShared>,
     failed: bool,
 }
 
@@ -178,8 +176,7 @@ impl Worker {
                     net: p.net,
                     queue: p.queue,
                     rx: p.rx,
-                    max_frame: p.max_frame,
-                    stats: p.stats,
+                    shared: p.shared,
                     failed: false,
                 });
                 self.rebuild_readers();
@@ -263,7 +260,8 @@ impl Worker {
         // Decide every frame first (learning as we go), then transmit: the ingress queue is
         // not touched again until its slots are released.
         let now = clock::now();
-        let c = inp.stats.worker(w);
+        let c = inp.shared.stats.worker(w);
+        let max_frame = inp.shared.max_frame();
         self.verdicts.clear();
         for f in &self.batch {
             let len = f.wire_len();
@@ -272,7 +270,7 @@ impl Worker {
             let v = if f.truncated {
                 Verdict::Drop(Drop::Truncated)
             } else {
-                decide(&net.table, in_id, f.data(), len, inp.max_frame, f.vnet.is_gso(), now).verdict
+                decide(&net.table, in_id, f.data(), len, max_frame, f.vnet.is_gso(), now).verdict
             };
             if let Verdict::Drop(why) = v {
                 c.drop(why);
@@ -317,9 +315,9 @@ fn transmit(ports: &mut [Option<LocalPort>], out: PortId, f: &RxFrame, w: usize,
     if p.failed {
         return;
     }
-    let c = p.stats.worker(w);
+    let c = p.shared.stats.worker(w);
     let len = f.wire_len();
-    if len > p.max_frame && !f.vnet.is_gso() {
+    if len > p.shared.max_frame() && !f.vnet.is_gso() {
         c.drop(Drop::TooBigForEgress);
         return;
     }

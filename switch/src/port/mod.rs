@@ -4,8 +4,10 @@
 pub mod afpacket;
 pub mod tap;
 
-use crate::frame::{VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
+use crate::frame::{max_frame_for_mtu, VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
 use crate::netdev;
+use crate::stats::PortStats;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::RawFd;
@@ -26,6 +28,29 @@ impl PortKind {
             PortKind::AfPacket => "af_packet",
             PortKind::Tap => "tap",
         }
+    }
+}
+
+/// What the workers share about a port: its counters and its largest frame.
+pub struct PortShared {
+    pub stats: PortStats,
+    max_frame: AtomicUsize,
+}
+
+impl PortShared {
+    pub fn new(workers: usize, max_frame: usize) -> PortShared {
+        PortShared { stats: PortStats::new(workers), max_frame: AtomicUsize::new(max_frame) }
+    }
+
+    /// The largest frame (VLAN tag included) the port takes or gives, GSO frames aside.
+    #[inline]
+    pub fn max_frame(&self) -> usize {
+        self.max_frame.load(Relaxed)
+    }
+
+    /// Follow the interface's MTU (the housekeeping thread calls this once a second).
+    pub fn set_mtu(&self, mtu: u32) {
+        self.max_frame.store(max_frame_for_mtu(mtu), Relaxed);
     }
 }
 
@@ -145,7 +170,9 @@ pub struct Opened {
     /// so a flow's frames are never reordered.
     pub rx_queues: usize,
     pub ifindex: Option<u32>,
-    pub mtu: u32,
+    /// The largest frame it carries: from the MTU for AF_PACKET ports; for a TAP, whose MTU
+    /// we cannot see once it moves to another namespace, the largest frame there is.
+    pub max_frame: usize,
     /// The switch created this TAP (and so removes it).
     pub created: bool,
 }
@@ -163,14 +190,14 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
                 let f = if workers > 1 { Some(&mut fanout) } else { None };
                 queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f)?));
             }
-            Ok(Opened { queues, rx_queues: workers, ifindex: Some(ifindex), mtu, created: false })
+            Ok(Opened { queues, rx_queues: workers, ifindex: Some(ifindex), max_frame: max_frame_for_mtu(mtu), created: false })
         }
         PortKind::Tap => {
             let t = tap::open(name, workers)?;
-            let mtu = netdev::mtu(name).unwrap_or(1500);
             // A dup'd single queue is one kernel queue: only the first worker reads it.
             let rx_queues = if t.multiqueue { workers } else { 1 };
-            Ok(Opened { queues: t.queues.into_iter().map(Queue::Tap).collect(), rx_queues, ifindex: None, mtu, created: t.created })
+            let queues = t.queues.into_iter().map(Queue::Tap).collect();
+            Ok(Opened { queues, rx_queues, ifindex: None, max_frame: MAX_FRAME, created: t.created })
         }
     }
 }
