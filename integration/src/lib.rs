@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// Fail clearly (never skip) when not root.
 pub fn require_root() {
     if unsafe { libc::geteuid() } != 0 {
-        panic!("these tests create network namespaces, veth pairs and TAP devices: run them as root (sudo scripts/test)");
+        panic!(
+            "these tests create network namespaces, veth pairs and TAP devices: run them as root (sudo scripts/test)"
+        );
     }
 }
 
@@ -66,6 +68,12 @@ pub struct Netns {
     pub name: String,
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Netns {
     pub fn new() -> Netns {
         let name = unique("vst");
@@ -91,7 +99,12 @@ impl Netns {
     pub fn run(&self, args: &[&str]) -> String {
         let out = self.output(args);
         if !out.status.success() {
-            panic!("in {}: {args:?} failed: {}{}", self.name, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "in {}: {args:?} failed: {}{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -191,7 +204,15 @@ impl Host {
     /// Send `count` raw frames from this host (see src/bin/sendraw.rs).
     pub fn send_raw(&self, dst: &str, src: &str, ethertype: &str, count: u32, size: usize) {
         let bin = sendraw_bin();
-        self.ns.run(&[bin.to_str().unwrap(), &self.veth.inner, dst, src, ethertype, &count.to_string(), &size.to_string()]);
+        self.ns.run(&[
+            bin.to_str().unwrap(),
+            &self.veth.inner,
+            dst,
+            src,
+            ethertype,
+            &count.to_string(),
+            &size.to_string(),
+        ]);
     }
 }
 
@@ -241,7 +262,8 @@ impl Daemon {
 
     /// Spawn the daemon process without waiting for it.
     pub fn spawn(&self) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         Command::new(vswitch_bin())
             .arg("--socket")
             .arg(self.socket())
@@ -282,14 +304,23 @@ impl Daemon {
     /// Run a CLI command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "vswitch {args:?} failed: {}\n--- daemon log ---\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        assert!(
+            out.status.success(),
+            "vswitch {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Run a CLI command that must fail; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(!out.status.success(), "vswitch {args:?} should have failed, printed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "vswitch {args:?} should have failed, printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -343,7 +374,8 @@ pub fn net_name() -> String {
 
 /// iperf3 from `client` to `server` for `secs`; returns (Gbit/s, retransmits).
 pub fn iperf(client: &Netns, server: &Netns, server_ip: &str, secs: u32) -> (f64, u64) {
-    let mut srv = server.cmd(&["iperf3", "-s", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("iperf3 -s");
+    let mut srv =
+        server.cmd(&["iperf3", "-s", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("iperf3 -s");
     std::thread::sleep(Duration::from_millis(300));
     let out = client.output(&["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"]);
     let _ = srv.kill();

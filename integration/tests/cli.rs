@@ -21,7 +21,8 @@ fn daemon_not_running() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("none.sock");
-    let out = std::process::Command::new(vswitch_bin()).arg("--socket").arg(&sock).args(["network", "ls"]).output().unwrap();
+    let out =
+        std::process::Command::new(vswitch_bin()).arg("--socket").arg(&sock).args(["network", "ls"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not running"), "{err}");

@@ -108,9 +108,19 @@ fn vlan_tagged_frames_cross_untouched() {
     d.network(&net_name(), &[&a, &b]);
     // The kernel takes the tag out of a received frame before AF_PACKET sees it (VLAN
     // offload): the switch must put it back. tcpdump on b sees what arrived.
-    let mut dump = b
-        .ns
-        .cmd(&["timeout", "5", "tcpdump", "-i", &b.veth.inner, "-c", "5", "-nn", "-e", "vlan 42 and ether proto 0x88b5"])
+    let dump =
+        b.ns.cmd(&[
+            "timeout",
+            "5",
+            "tcpdump",
+            "-i",
+            &b.veth.inner,
+            "-c",
+            "5",
+            "-nn",
+            "-e",
+            "vlan 42 and ether proto 0x88b5",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -121,7 +131,12 @@ fn vlan_tagged_frames_cross_untouched() {
     a.ns.run(&[bin.to_str().unwrap(), &a.veth.inner, "ff:ff:ff:ff:ff:ff", &a.mac(), "8100", "5", "60", "002a88b5"]);
     let out = dump.wait_with_output().expect("tcpdump");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().filter(|l| l.contains("vlan 42")).count(), 5, "tagged frames not seen on b:\n{text}\n{}", d.log());
+    assert_eq!(
+        text.lines().filter(|l| l.contains("vlan 42")).count(),
+        5,
+        "tagged frames not seen on b:\n{text}\n{}",
+        d.log()
+    );
 }
 
 /// Every byte arrives intact, also when receivers are slow and far more data waits in their

@@ -18,7 +18,10 @@ fn restart_restores_networks_and_ports() {
     assert!(a.ns.wait_ping(&b.ip, 5));
 
     assert!(d.stop().unwrap().success(), "daemon exit status:\n{}", d.log());
-    assert!(!std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(), "TAP the switch created survived SIGTERM");
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
+        "TAP the switch created survived SIGTERM"
+    );
     assert!(!a.ns.ping(&b.ip, 1), "frames crossed with the daemon stopped");
 
     d.launch();

@@ -135,8 +135,10 @@ pub enum NetworkCmd {
     Prune(Json),
 }
 
-fn print_json(v: &Value) {
+/// Print a daemon answer as JSON for scripts; the caller returns right after.
+fn print_json(v: &Value) -> Result<(), String> {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
+    Ok(())
 }
 
 /// Print rows under headers, columns padded to their widest cell.
@@ -170,7 +172,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             NetworkCmd::Ls(j) => {
                 let v = rpc(Request::NetworkLs)?;
                 if j.json {
-                    return Ok(print_json(&v));
+                    return print_json(&v);
                 }
                 let nets: Vec<NetworkSummary> = from(v)?;
                 let rows = nets
@@ -180,17 +182,25 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "PORTS"], rows);
             }
             NetworkCmd::Create { name, driver, subnet, gateway, ip_range, aging_time, max_learned, json } => {
-                let c = CreateNetwork { name, driver: Some(driver), subnet, gateway, ip_range, aging_secs: aging_time, max_learned };
+                let c = CreateNetwork {
+                    name,
+                    driver: Some(driver),
+                    subnet,
+                    gateway,
+                    ip_range,
+                    aging_secs: aging_time,
+                    max_learned,
+                };
                 let v = rpc(Request::NetworkCreate(c))?;
                 if json.json {
-                    return Ok(print_json(&v));
+                    return print_json(&v);
                 }
                 println!("{}", v["id"].as_str().unwrap_or_default());
             }
             NetworkCmd::Inspect { names, json } => {
                 let v = rpc(Request::NetworkInspect { names })?;
                 if json.json {
-                    return Ok(print_json(&v));
+                    return print_json(&v);
                 }
                 for d in from::<Vec<NetworkDetail>>(v)? {
                     print_detail(&d);
@@ -199,10 +209,16 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             NetworkCmd::Connect { network, iface, tap, ip, json } => {
                 let v = rpc(Request::NetworkConnect { network: network.clone(), iface, tap, ip })?;
                 if json.json {
-                    return Ok(print_json(&v));
+                    return print_json(&v);
                 }
                 let e: Endpoint = from(v)?;
-                println!("{} connected to {network} as {} port: address {}, MAC {}", e.name, e.kind.name(), e.ipv4, e.mac);
+                println!(
+                    "{} connected to {network} as {} port: address {}, MAC {}",
+                    e.name,
+                    e.kind.name(),
+                    e.ipv4,
+                    e.mac
+                );
             }
             NetworkCmd::Disconnect { network, iface } => {
                 rpc(Request::NetworkDisconnect { network: network.clone(), iface: iface.clone() })?;
@@ -217,7 +233,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             NetworkCmd::Prune(j) => {
                 let v = rpc(Request::NetworkPrune)?;
                 if j.json {
-                    return Ok(print_json(&v));
+                    return print_json(&v);
                 }
                 let names: Vec<String> = from(v)?;
                 if names.is_empty() {
@@ -244,7 +260,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             }
             let v = rpc(Request::Fdb { network })?;
             if json {
-                return Ok(print_json(&v));
+                return print_json(&v);
             }
             let rows = from::<Vec<FdbEntry>>(v)?
                 .into_iter()
@@ -261,7 +277,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 stats.retain(|s| ports.contains(&s.port));
             }
             if json {
-                return Ok(print_json(&serde_json::to_value(&stats).expect("json")));
+                return print_json(&serde_json::to_value(&stats).expect("json"));
             }
             let rows = stats
                 .into_iter()
@@ -295,7 +311,10 @@ fn print_detail(d: &NetworkDetail) {
     println!("Gateway:     {}", n.gateway);
     println!("IP range:    {}", n.ip_range);
     println!("Aging time:  {} s", n.aging_secs);
-    println!("MACs:        {} learned (cap {}, {} not learned over the cap)", d.learned_macs, n.max_learned, d.not_learned_over_cap);
+    println!(
+        "MACs:        {} learned (cap {}, {} not learned over the cap)",
+        d.learned_macs, n.max_learned, d.not_learned_over_cap
+    );
     println!("Ports:");
     if n.endpoints.is_empty() {
         println!("  (none)");

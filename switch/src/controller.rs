@@ -107,9 +107,8 @@ impl Controller {
 
     /// Open a port's queues and hand them to the workers.
     fn open_port(&mut self, network: &str, iface: &str, kind: PortKind) -> Result<bool, String> {
-        let id = (1..=MAX_PORT_ID)
-            .find(|i| !self.ports.values().any(|p| p.id == *i))
-            .ok_or("too many ports (32767)")?;
+        let id =
+            (1..=MAX_PORT_ID).find(|i| !self.ports.values().any(|p| p.id == *i)).ok_or("too many ports (32767)")?;
         let opened = port::open(iface, kind, self.dp.workers()).map_err(|e| format!("cannot attach {iface}: {e}"))?;
         let created = opened.created;
         let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));
@@ -181,7 +180,9 @@ impl Controller {
         }
         let driver = match c.driver.as_deref().unwrap_or("bridge") {
             "bridge" => Driver::Bridge,
-            d @ ("macvlan" | "overlay") => return Err(format!("the {d} driver is not available yet; use --driver bridge")),
+            d @ ("macvlan" | "overlay") => {
+                return Err(format!("the {d} driver is not available yet; use --driver bridge"))
+            }
             d => return Err(format!("unknown driver '{d}' (drivers: bridge)")),
         };
         let aging_secs = c.aging_secs.unwrap_or(DEFAULT_AGING_SECS);
@@ -300,7 +301,8 @@ impl Controller {
     }
 
     fn prune(&mut self) -> Res {
-        let names: Vec<String> = self.st.networks.iter().filter(|n| n.endpoints.is_empty()).map(|n| n.name.clone()).collect();
+        let names: Vec<String> =
+            self.st.networks.iter().filter(|n| n.endpoints.is_empty()).map(|n| n.name.clone()).collect();
         if !names.is_empty() {
             self.remove_networks(&names)?;
         }

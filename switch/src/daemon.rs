@@ -39,7 +39,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 
 pub fn run(o: Options) -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
-        return Err("the daemon must run as root: it opens AF_PACKET sockets and TAP devices (try: sudo vswitch daemon)".into());
+        return Err(
+            "the daemon must run as root: it opens AF_PACKET sockets and TAP devices (try: sudo vswitch daemon)".into(),
+        );
     }
     if o.workers == 0 {
         return Err("--workers must be at least 1".into());

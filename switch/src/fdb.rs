@@ -70,10 +70,8 @@ impl MacTable {
     pub fn new(max_learned: usize) -> MacTable {
         let want_slots = (max_learned.max(64) * 2).next_power_of_two();
         let nbuckets = want_slots / WAYS;
-        let buckets = (0..nbuckets)
-            .map(|_| Bucket { slots: Default::default() })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let buckets =
+            (0..nbuckets).map(|_| Bucket { slots: Default::default() }).collect::<Vec<_>>().into_boxed_slice();
         let seen = (0..nbuckets * WAYS).map(|_| AtomicU32::new(0)).collect::<Vec<_>>().into_boxed_slice();
         MacTable {
             buckets,

@@ -26,7 +26,15 @@ pub struct Decision {
 /// Decide what to do with `data` (`wire_len` bytes on the wire) arriving on port `in_port`,
 /// whose largest frame is `max_len`, learning its source in `table` at time `now`.
 #[inline]
-pub fn decide(table: &MacTable, in_port: PortId, data: &[u8], wire_len: usize, max_len: usize, gso: bool, now: u32) -> Decision {
+pub fn decide(
+    table: &MacTable,
+    in_port: PortId,
+    data: &[u8],
+    wire_len: usize,
+    max_len: usize,
+    gso: bool,
+    now: u32,
+) -> Decision {
     let class = classify(data, wire_len, max_len, gso);
     if let Err(why @ (Drop::Runt | Drop::Oversize)) = class {
         return Decision { verdict: Verdict::Drop(why), learned: None };
@@ -37,8 +45,7 @@ pub fn decide(table: &MacTable, in_port: PortId, data: &[u8], wire_len: usize, m
     let verdict = match class {
         Err(why) => Verdict::Drop(why),
         Ok(Class::Group) => Verdict::Flood,
-        Ok(Class::Unicast) =>
-match table.lookup(MacAddr::from_slice(&data[..6])) {
+        Ok(Class::Unicast) => match table.lookup(MacAddr::from_slice(&data[..6])) {
             Some(p) if p == in_port => Verdict::Drop(Drop::SamePort),
             Some(p) => Verdict::Port(p),
             None => Verdict::Flood,

@@ -27,7 +27,9 @@ pub fn plan(
         Some(s) => {
             let s = s.trunc();
             if s.prefix_len() > 30 {
-                return Err(format!("subnet {s} is too small: it needs room for a gateway and endpoints (/30 or larger)"));
+                return Err(format!(
+                    "subnet {s} is too small: it needs room for a gateway and endpoints (/30 or larger)"
+                ));
             }
             if let Some(t) = taken.iter().find(|t| overlaps(t, &s)) {
                 return Err(format!("subnet {s} overlaps subnet {t} of another network"));
@@ -117,7 +119,13 @@ mod tests {
         let mut got = vec![];
         while let Ok(ip) = allocate(&n, None) {
             got.push(ip.to_string());
-            n.endpoints.push(Endpoint { name: ip.to_string(), kind: crate::port::PortKind::Tap, ipv4: ip, mac: mac_for(ip), created_tap: false });
+            n.endpoints.push(Endpoint {
+                name: ip.to_string(),
+                kind: crate::port::PortKind::Tap,
+                ipv4: ip,
+                mac: mac_for(ip),
+                created_tap: false,
+            });
         }
         assert_eq!(got, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);
         assert!(allocate(&n, Some("10.9.0.1".parse().unwrap())).unwrap_err().contains("in use"));

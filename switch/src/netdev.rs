@@ -79,7 +79,13 @@ pub fn set_up(name: &str) -> io::Result<()> {
 /// Set a socket option, naming the option in the error.
 pub fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, val: &T, what: &str) -> io::Result<()> {
     let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, opt, val as *const T as *const libc::c_void, std::mem::size_of::<T>() as u32)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        )
     };
     if r < 0 {
         let e = io::Error::last_os_error();

@@ -145,7 +145,11 @@ impl StateDir {
             )
         })?;
         if st.version != FORMAT_VERSION {
-            return Err(format!("state file {} has format version {}, this vswitch reads {FORMAT_VERSION}", path.display(), st.version));
+            return Err(format!(
+                "state file {} has format version {}, this vswitch reads {FORMAT_VERSION}",
+                path.display(),
+                st.version
+            ));
         }
         Ok(st)
     }

@@ -25,11 +25,19 @@ pub type NetId = u16;
 
 /// What the control plane asks of a worker.
 pub enum Cmd {
-    AddNetwork { net: NetId, table: Arc<MacTable> },
-    RemoveNetwork { net: NetId },
+    AddNetwork {
+        net: NetId,
+        table: Arc<MacTable>,
+    },
+    RemoveNetwork {
+        net: NetId,
+    },
     AddPort(NewPort),
     /// Close this worker's queue of the port; answer on `done` once it is closed.
-    RemovePort { port: PortId, done: Sender<()> },
+    RemovePort {
+        port: PortId,
+        done: Sender<()>,
+    },
     Stop,
 }
 
@@ -142,7 +150,7 @@ impl Worker {
             idle_passes += 1;
             if idle_passes == 1 {
                 last_work = Instant::now();
-            } else if idle_passes % 64 == 0 && last_work.elapsed() > IDLE_SPIN {
+            } else if idle_passes.is_multiple_of(64) && last_work.elapsed() > IDLE_SPIN {
                 self.sleep();
                 idle_passes = 0;
             }
@@ -172,13 +180,8 @@ impl Worker {
                 if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
                     n.members.push(p.port);
                 }
-                self.ports[i] = Some(LocalPort {
-                    net: p.net,
-                    queue: p.queue,
-                    rx: p.rx,
-                    shared: p.shared,
-                    failed: false,
-                });
+                self.ports[i] =
+                    Some(LocalPort { net: p.net, queue: p.queue, rx: p.rx, shared: p.shared, failed: false });
                 self.rebuild_readers();
             }
             Cmd::RemovePort { port, done } => {
@@ -338,7 +341,9 @@ fn transmit(ports: &mut [Option<LocalPort>], out: PortId, f: &RxFrame, w: usize,
 fn socket_error(fd: i32) -> String {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len) };
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len)
+    };
     if r == 0 && err != 0 {
         std::io::Error::from_raw_os_error(err).to_string()
     } else {

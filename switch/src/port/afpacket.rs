@@ -132,14 +132,9 @@ fn set_status(slot: *mut u8, s: u32) {
 }
 
 /// How the sockets of one port share its traffic across workers.
+#[derive(Default)]
 pub struct Fanout {
     id: Option<u16>,
-}
-
-impl Fanout {
-    pub fn new() -> Fanout {
-        Fanout { id: None }
-    }
 }
 
 /// Frames above this many bytes go out by sendmsg, not through the TX ring.
@@ -180,7 +175,11 @@ fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = ifindex as i32;
     let r = unsafe {
-        libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
     };
     if r < 0 {
         return Err(os_err("bind(AF_PACKET)"));
@@ -231,7 +230,14 @@ impl AfPacketQueue {
         let rx_len = RX_BLOCK * RX_BLOCKS;
         let map_len = rx_len + TX_BLOCK * TX_BLOCKS;
         let map = unsafe {
-            libc::mmap(ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd.as_raw_fd(), 0)
+            libc::mmap(
+                ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if map == libc::MAP_FAILED {
             return Err(os_err("mmap(packet rings)"));
@@ -248,7 +254,12 @@ impl AfPacketQueue {
             tx_pending: 0,
         };
         bind(&q.fd, ifindex, ETH_P_ALL)?;
-        let mreq = libc::packet_mreq { mr_ifindex: ifindex as i32, mr_type: PACKET_MR_PROMISC, mr_alen: 0, mr_address: [0; 8] };
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: PACKET_MR_PROMISC,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
         setsockopt(&q.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP(promisc)")?;
         if let Some(f) = fanout {
             q.join_fanout(f)?;
@@ -258,7 +269,13 @@ impl AfPacketQueue {
 
     fn join_fanout(&self, f: &mut Fanout) -> io::Result<()> {
         match f.id {
-            Some(id) => setsockopt(&self.fd, SOL_PACKET, PACKET_FANOUT, &(id as u32 | PACKET_FANOUT_HASH << 16), "PACKET_FANOUT"),
+            Some(id) => setsockopt(
+                &self.fd,
+                SOL_PACKET,
+                PACKET_FANOUT,
+                &(id as u32 | PACKET_FANOUT_HASH << 16),
+                "PACKET_FANOUT",
+            ),
             None => {
                 // Let the kernel pick an id no other process uses, then share it.
                 let v = (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
@@ -266,7 +283,13 @@ impl AfPacketQueue {
                 let mut got: u32 = 0;
                 let mut len = 4u32;
                 let r = unsafe {
-                    libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_FANOUT, &mut got as *mut u32 as *mut libc::c_void, &mut len)
+                    libc::getsockopt(
+                        self.fd.as_raw_fd(),
+                        SOL_PACKET,
+                        PACKET_FANOUT,
+                        &mut got as *mut u32 as *mut libc::c_void,
+                        &mut len,
+                    )
                 };
                 if r < 0 {
                     return Err(os_err("getsockopt(PACKET_FANOUT)"));
@@ -308,7 +331,8 @@ impl AfPacketQueue {
                 continue; // never switch what was sent out of this port
             } else {
                 let mac = unsafe { slot.add(h.tp_mac as usize) };
-                let vnet = VnetHdr::from_slice(unsafe { std::slice::from_raw_parts(mac.sub(VNET_HDR_LEN), VNET_HDR_LEN) });
+                let vnet =
+                    VnetHdr::from_slice(unsafe { std::slice::from_raw_parts(mac.sub(VNET_HDR_LEN), VNET_HDR_LEN) });
                 let data = unsafe { std::slice::from_raw_parts(mac, h.tp_snaplen as usize) };
                 let mut f = RxFrame::new(vnet, data, tag);
                 if h.tp_snaplen < h.tp_len {
@@ -405,9 +429,8 @@ impl AfPacketQueue {
         if unsafe { libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT) } < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EMSGSIZE) | Some(libc::EINVAL) => {
-                    Err(TxError::Full)
-                }
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EMSGSIZE)
+                | Some(libc::EINVAL) => Err(TxError::Full),
                 _ => Err(TxError::Fault(e)),
             };
         }

@@ -7,10 +7,10 @@ pub mod tap;
 use crate::frame::{max_frame_for_mtu, VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
 use crate::netdev;
 use crate::stats::PortStats;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// How a port reaches its interface.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,13 +184,19 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
             let ifindex = netdev::ifindex(name)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named '{name}'")))?;
             let mtu = netdev::mtu(name)?;
-            let mut fanout = afpacket::Fanout::new();
+            let mut fanout = afpacket::Fanout::default();
             let mut queues = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let f = if workers > 1 { Some(&mut fanout) } else { None };
                 queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f)?));
             }
-            Ok(Opened { queues, rx_queues: workers, ifindex: Some(ifindex), max_frame: max_frame_for_mtu(mtu), created: false })
+            Ok(Opened {
+                queues,
+                rx_queues: workers,
+                ifindex: Some(ifindex),
+                max_frame: max_frame_for_mtu(mtu),
+                created: false,
+            })
         }
         PortKind::Tap => {
             let t = tap::open(name, workers)?;
