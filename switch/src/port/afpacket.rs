@@ -89,6 +89,19 @@ struct TpacketReq {
     frame_nr: u32,
 }
 
+impl TpacketReq {
+    /// A ring of `blocks` blocks of `block` bytes, cut into slots of `frame` bytes.
+    fn new(block: usize, blocks: usize, frame: usize) -> TpacketReq {
+        let n = |v: usize| v as u32;
+        TpacketReq {
+            block_size: n(block),
+            block_nr: n(blocks),
+            frame_size: n(frame),
+            frame_nr: n(block / frame * blocks),
+        }
+    }
+}
+
 // RX: 2048 slots of 2 KB (an MTU-1500 frame plus headers fits; bigger ones take the copy path).
 const RX_FRAME: usize = 2048;
 const RX_BLOCK: usize = 1 << 18;
@@ -213,19 +226,9 @@ impl AfPacketQueue {
         setsockopt(&fd, SOL_PACKET, PACKET_COPY_THRESH, &one, "PACKET_COPY_THRESH")?;
         let rcvbuf: i32 = 32 << 20;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf, "SO_RCVBUFFORCE")?;
-        let rx_req = TpacketReq {
-            block_size: RX_BLOCK as u32,
-            block_nr: RX_BLOCKS as u32,
-            frame_size: RX_FRAME as u32,
-            frame_nr: (RX_BLOCK / RX_FRAME * RX_BLOCKS) as u32,
-        };
+        let rx_req = TpacketReq::new(RX_BLOCK, RX_BLOCKS, RX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;
-        let tx_req = TpacketReq {
-            block_size: TX_BLOCK as u32,
-            block_nr: TX_BLOCKS as u32,
-            frame_size: TX_FRAME as u32,
-            frame_nr: (TX_BLOCK / TX_FRAME * TX_BLOCKS) as u32,
-        };
+        let tx_req = TpacketReq::new(TX_BLOCK, TX_BLOCKS, TX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_TX_RING, &tx_req, "PACKET_TX_RING")?;
         let rx_len = RX_BLOCK * RX_BLOCKS;
         let map_len = rx_len + TX_BLOCK * TX_BLOCKS;
