@@ -367,6 +367,49 @@ impl Drop for Daemon {
     }
 }
 
+/// A `vswitch trace` running in the background.
+pub struct Trace {
+    child: Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Daemon {
+    /// Start `vswitch trace ARGS` and wait until it says it is tracing.
+    pub fn trace(&self, args: &[&str]) -> Trace {
+        let mut child = Command::new(vswitch_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vswitch trace");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(line.starts_with("tracing "), "vswitch trace {args:?} did not start: {line}");
+        Trace { child, stderr }
+    }
+}
+
+impl Trace {
+    /// Wait for the trace to end by itself (--count, --duration); returns its summary line.
+    pub fn wait(mut self) -> String {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "vswitch trace failed: {rest}");
+        rest
+    }
+
+    /// Ctrl-C the trace; returns its summary line.
+    pub fn interrupt(self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait()
+    }
+}
+
 /// A unique network name for a test.
 pub fn net_name() -> String {
     unique("net")

@@ -1,9 +1,11 @@
 //! The command line: `docker network` vocabulary, talking to the daemon over its socket.
 
 use crate::client::call;
+use crate::explain::Explanation;
 use crate::mac::MacAddr;
 use crate::protocol::*;
 use crate::state::Endpoint;
+use crate::trace::writer::Format;
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 use serde_json::Value;
@@ -64,6 +66,74 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Capture the frames crossing ports into a pcapng or pcap file
+    #[command(
+        long_about = "Capture the frames crossing a network's ports (or some ports) into a pcapng or pcap \
+        file, as the switch sees them: each frame once as it comes in on a port and once for each port it \
+        goes out of. pcapng (the default) names each port and marks each frame in or out, so Wireshark \
+        shows where it was seen. Stops on Ctrl-C, --count or --duration.\n\n\
+        The filter is tcpdump's language (man pcap-filter), applied inside the switch before anything is \
+        copied. A trace never slows forwarding down: when it cannot keep up, copies are dropped (and \
+        counted), never frames.",
+        after_help = "Examples:\n  \
+        vswitch trace blue -w blue.pcapng                 every port of network blue, until Ctrl-C\n  \
+        vswitch trace --port veth-a --count 100 -w a.pcap --format pcap\n  \
+        vswitch trace blue -w - 'tcp port 80' | tcpdump -r -"
+    )]
+    Trace(TraceArgs),
+    /// Show, stage by stage, what the switch would do with frames (sends nothing)
+    #[command(after_help = "Frames as words (--frame):\n  \
+        eth src 02:00:00:00:00:01 dst ff:ff:ff:ff:ff:ff arp\n  \
+        eth src 02:00:00:00:00:01 dst 02:00:00:00:00:02 vlan 10 ip src 10.0.0.1 dst 10.0.0.2 udp dport 53\n  \
+        eth dst 01:80:c2:00:00:00 type 0x88cc       (a link-local frame: never forwarded)\n  \
+        eth src 02:00:00:00:00:01 len 10            (cut to 10 bytes: a runt)\n  \
+        hex ffffffffffff0200000000010806...         (the bytes themselves)\n\
+        Left out: source 02:00:00:00:00:01, destination broadcast; frames are padded to 60 bytes.\n\n\
+        Uses the live MAC table, and what earlier frames would teach it, without changing it.")]
+    Explain {
+        network: String,
+        /// The port the frames arrive on.
+        #[arg(long, value_name = "PORT")]
+        in_port: String,
+        /// A frame described in words (see below); repeat for several.
+        #[arg(long, value_name = "SPEC", required_unless_present = "pcap")]
+        frame: Vec<String>,
+        /// The frames of a capture file (pcap or pcapng), in order.
+        #[arg(long, value_name = "FILE", conflicts_with = "frame")]
+        pcap: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// NETWORK, then the filter. With --port, every word is the filter.
+    #[arg(value_name = "NETWORK] [FILTER")]
+    words: Vec<String>,
+    /// Trace only this port (repeat or separate with commas).
+    #[arg(long, short = 'p', value_name = "PORT", value_delimiter = ',')]
+    port: Vec<String>,
+    /// The file to write, or - for standard output.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: String,
+    #[arg(long, value_enum, default_value = "pcapng")]
+    format: Format,
+    /// Stop after this many frames.
+    #[arg(long, short = 'c')]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Bytes kept of each frame.
+    #[arg(long, short = 's', default_value_t = 262144)]
+    snaplen: u32,
+    /// Copies that may wait to be written; past it, copies (never frames) are dropped.
+    #[arg(long, value_name = "FRAMES", default_value_t = 4096)]
+    buffer: usize,
+    /// Print the summary (ports, frames captured, copies dropped) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -298,8 +368,68 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 .collect();
             table(&["PORT", "NETWORK", "KIND", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS"], rows);
         }
+        Command::Trace(t) => return trace(socket, t),
+        Command::Explain { network, in_port, frame, pcap, json } => {
+            let frames = match pcap {
+                Some(path) => crate::frame_spec::from_capture_file(&path)?,
+                None => frame.iter().map(|f| crate::frame_spec::parse(f)).collect::<Result<Vec<_>, _>>()?,
+            };
+            let frames = frames.iter().map(|f| crate::frame_spec::to_hex(f)).collect();
+            let v = rpc(Request::Explain(ExplainRequest { network, in_port, frames }))?;
+            if json {
+                return print_json(&v);
+            }
+            for e in from::<Vec<Explanation>>(v)? {
+                print_explanation(&e);
+            }
+        }
     }
     Ok(())
+}
+
+fn trace(socket: &std::path::Path, t: TraceArgs) -> Result<(), String> {
+    if t.json && t.write == "-" {
+        return Err("--json prints to stdout, which -w - already uses for the capture".into());
+    }
+    let mut words = t.words.into_iter();
+    let network = if t.port.is_empty() { Some(words.next().ok_or("name a network or --port to trace")?) } else { None };
+    let filter: Vec<String> = words.collect();
+    let duration = match t.duration {
+        Some(s) if !(s > 0.0 && s.is_finite()) => {
+            return Err(format!("--duration must be a positive number of seconds, not {s}"))
+        }
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    let request = TraceRequest {
+        network,
+        ports: t.port,
+        filter: (!filter.is_empty()).then(|| filter.join(" ")),
+        snaplen: t.snaplen,
+        queue: t.buffer,
+    };
+    let o = crate::trace::client::Options { request, output: t.write, format: t.format, count: t.count, duration };
+    let s = crate::trace::client::run(socket, o)?;
+    if t.json {
+        return print_json(&serde_json::to_value(&s).expect("json"));
+    }
+    let dropped = match s.dropped {
+        0 => String::new(),
+        n => format!(", {n} copies dropped (the trace could not keep up; every frame was still forwarded)"),
+    };
+    eprintln!("{} frames captured{dropped}", s.captured);
+    Ok(())
+}
+
+fn print_explanation(e: &Explanation) {
+    println!("frame {} ({} bytes)", e.frame, e.len);
+    for s in &e.steps {
+        println!("  {:<8} {}", s.stage, s.text);
+    }
+    let o = &e.outcome;
+    match o.action.as_str() {
+        "drop" => println!("  => drop ({})", o.reason.as_deref().unwrap_or("?")),
+        action => println!("  => {action} to {}", o.ports.join(", ")),
+    }
 }
 
 fn print_detail(d: &NetworkDetail) {

@@ -5,15 +5,20 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+/// Connect to the daemon, saying clearly why not.
+pub fn connect(socket: &Path) -> Result<UnixStream, String> {
+    UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
             "the vswitch daemon is not running (nothing listens on {}); start it with: sudo vswitch daemon",
             socket.display()
         ),
         std::io::ErrorKind::PermissionDenied => format!("permission denied on {}: run as root", socket.display()),
         _ => format!("cannot reach the daemon on {}: {e}", socket.display()),
-    })?;
+    })
+}
+
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    let mut s = connect(socket)?;
     let mut line = serde_json::to_string(req).expect("requests serialize");
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(|e| format!("sending to the daemon: {e}"))?;

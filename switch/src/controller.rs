@@ -3,6 +3,7 @@
 
 use crate::clock;
 use crate::dataplane::Dataplane;
+use crate::explain::{self, NetView, PortView};
 use crate::fdb::{MacTable, PortId, MAX_PORT_ID};
 use crate::ipam;
 use crate::mac::MacAddr;
@@ -10,6 +11,7 @@ use crate::netdev::{self, check_ifname};
 use crate::port::{self, PortKind, PortShared};
 use crate::protocol::*;
 use crate::state::*;
+use crate::trace::{Filter, Select, Tracer};
 use crate::worker::{Fault, NetId};
 use serde::Serialize;
 use serde_json::Value;
@@ -39,6 +41,7 @@ pub struct Controller {
     dp: Dataplane,
     nets: HashMap<String, LiveNet>,
     ports: HashMap<String, LivePort>,
+    traces: Vec<Arc<Tracer>>,
 }
 
 type Res = Result<Value, String>;
@@ -71,7 +74,8 @@ impl Controller {
     /// Take over the saved state and bring every network and port back. A port whose
     /// interface is gone is dropped with an error line (and the state saved without it).
     pub fn start(st: State, dir: StateDir, dp: Dataplane) -> Result<Controller, String> {
-        let mut c = Controller { st: State::new(), dir, dp, nets: HashMap::new(), ports: HashMap::new() };
+        let mut c =
+            Controller { st: State::new(), dir, dp, nets: HashMap::new(), ports: HashMap::new(), traces: Vec::new() };
         let mut kept = st.clone();
         for net in &st.networks {
             c.add_live_net(&net.name, net.max_learned);
@@ -154,6 +158,8 @@ impl Controller {
             Request::FdbAdd { network, mac, port } => self.fdb_add(&network, mac, &port),
             Request::FdbDel { network, mac } => self.fdb_del(&network, mac),
             Request::Stats => self.stats(),
+            Request::Explain(e) => self.explain(&e),
+            Request::Trace(_) => Err("a trace needs a connection of its own (see: vswitch trace --help)".into()),
         }
     }
 
@@ -382,6 +388,80 @@ impl Controller {
             .collect();
         v.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
         json(v)
+    }
+
+    /// Check a trace request in full, then start it on the workers. Returns the tracer and
+    /// the names of the ports it watches now.
+    pub fn start_trace(&mut self, r: &TraceRequest) -> Result<(Arc<Tracer>, Vec<String>), String> {
+        if let Some(n) = &r.network {
+            self.network(n)?;
+        } else if r.ports.is_empty() {
+            return Err("name a network or at least one --port to trace".into());
+        }
+        for p in &r.ports {
+            let live = self.ports.get(p).ok_or_else(|| format!("no port named '{p}' (see: vswitch stats)"))?;
+            if let Some(n) = r.network.as_ref().filter(|n| **n != live.network) {
+                return Err(format!("port {p} is on network {}, not {n}", live.network));
+            }
+        }
+        if r.snaplen == 0 {
+            return Err("--snaplen must be at least 1".into());
+        }
+        if !(1..=1 << 20).contains(&r.queue) {
+            return Err("--buffer must be between 1 and 1048576 frames".into());
+        }
+        let filter = match r.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(expr) => Some(Filter::compile(expr)?),
+            None => None,
+        };
+        let (select, mut names) = match &r.network {
+            Some(n) if r.ports.is_empty() => {
+                let names = self.network(n)?.endpoints.iter().map(|e| e.name.clone()).collect();
+                (Select::Network(self.nets[n].id), names)
+            }
+            _ => (Select::Ports(r.ports.iter().map(|p| self.ports[p].id).collect()), r.ports.clone()),
+        };
+        names.sort();
+        let t = Arc::new(Tracer::new(select, filter, r.snaplen as usize, r.queue));
+        self.traces.push(t.clone());
+        self.dp.set_traces(self.traces.clone().into());
+        info!(ports = ?names, filter = r.filter.as_deref().unwrap_or(""), "trace started");
+        Ok((t, names))
+    }
+
+    /// Stop a trace; once this returns no worker offers it another frame.
+    pub fn stop_trace(&mut self, t: &Arc<Tracer>) {
+        self.traces.retain(|x| !Arc::ptr_eq(x, t));
+        self.dp.set_traces(self.traces.clone().into());
+        let (captured, dropped) = t.counts();
+        info!(captured, dropped, "trace stopped");
+    }
+
+    fn explain(&self, r: &ExplainRequest) -> Res {
+        let n = self.network(&r.network)?;
+        let in_port = match self.ports.get(&r.in_port) {
+            Some(p) if p.network == r.network => p.id,
+            Some(p) => return Err(format!("port {} is on network {}, not {}", r.in_port, p.network, r.network)),
+            None => return Err(format!("no port named '{}' (see: vswitch network inspect {})", r.in_port, r.network)),
+        };
+        let frames = r
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, h)| crate::frame_spec::hex(h).ok_or_else(|| format!("frame {} is not hex", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ports = n
+            .endpoints
+            .iter()
+            .filter_map(|e| self.ports.get(&e.name).map(|p| (e, p)))
+            .map(|(e, p)| PortView { id: p.id, name: e.name.clone(), max_frame: p.shared.max_frame() })
+            .collect();
+        let view = NetView { name: &n.name, table: &self.nets[&n.name].table, max_learned: n.max_learned, ports };
+        json(explain::explain(&view, in_port, &frames, clock::now()))
+    }
+
+    pub fn port_name(&self, id: PortId) -> Option<String> {
+        self.ports.iter().find(|(_, p)| p.id == id).map(|(n, _)| n.clone())
     }
 
     /// Once a second: age MAC tables, follow MTU changes, notice interfaces that went away.

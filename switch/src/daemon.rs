@@ -103,6 +103,8 @@ fn serve(conn: UnixStream, ctl: &Mutex<Controller>) {
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
         let resp = match serde_json::from_str::<Request>(&line) {
+            // A trace keeps the connection to itself until it ends.
+            Ok(Request::Trace(t)) => return crate::trace::session::run(&out, ctl, &t),
             Ok(req) => match ctl.lock().unwrap().handle(req) {
                 Ok(v) => Response::Ok(v),
                 Err(e) => Response::Error(e),

@@ -3,6 +3,7 @@
 
 use crate::fdb::{MacTable, PortId};
 use crate::port::{Opened, PortShared};
+use crate::trace::Tracer;
 use crate::worker::{Cmd, Fault, NetId, NewPort, Waker, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::Arc;
@@ -65,13 +66,23 @@ impl Dataplane {
 
     /// Take a port away from every worker; returns once all its queues are closed.
     pub fn remove_port(&self, port: PortId) {
+        self.send_all_and_wait(|done| Cmd::RemovePort { port, done });
+    }
+
+    /// Send every worker a command and wait until each has answered on its `done`.
+    fn send_all_and_wait(&self, cmd: impl Fn(Sender<()>) -> Cmd) {
         let (done, acks) = crossbeam_channel::bounded(self.workers.len());
         for w in &self.workers {
-            self.send(w, Cmd::RemovePort { port, done: done.clone() });
+            self.send(w, cmd(done.clone()));
         }
         for _ in &self.workers {
             let _ = acks.recv();
         }
+    }
+
+    /// Hand every worker the traces now running; returns once all of them use the new list.
+    pub fn set_traces(&self, traces: Arc<[Arc<Tracer>]>) {
+        self.send_all_and_wait(|done| Cmd::SetTraces { traces: traces.clone(), done });
     }
 
     pub fn stop(&mut self) {

@@ -105,6 +105,17 @@ impl MacTable {
         None
     }
 
+    /// The port a MAC is on and whether the entry is static (for `explain`).
+    pub fn get(&self, mac: MacAddr) -> Option<(PortId, bool)> {
+        let key = mac.to_u64();
+        let b = &self.buckets[self.bucket_of(key)];
+        b.slots
+            .iter()
+            .map(|s| s.load(Relaxed))
+            .find(|&w| w != 0 && w >> 16 == key)
+            .map(|w| ((w & PORT_MASK) as PortId, w & STATIC_BIT != 0))
+    }
+
     /// Learn that `mac` was seen as a source on `port` at time `now`.
     #[inline]
     pub fn learn(&self, mac: MacAddr, port: PortId, now: u32) -> Learn {

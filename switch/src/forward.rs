@@ -5,6 +5,24 @@ use crate::fdb::{Learn, MacTable, PortId};
 use crate::frame::{classify, Class, Drop};
 use crate::mac::MacAddr;
 
+/// What the forwarding stage needs of a MAC table: the live `MacTable` in the workers, a
+/// dry-run view of it in `explain`.
+pub trait Table {
+    fn learn(&self, mac: MacAddr, port: PortId, now: u32) -> Learn;
+    fn lookup(&self, mac: MacAddr) -> Option<PortId>;
+}
+
+impl Table for MacTable {
+    #[inline]
+    fn learn(&self, mac: MacAddr, port: PortId, now: u32) -> Learn {
+        MacTable::learn(self, mac, port, now)
+    }
+    #[inline]
+    fn lookup(&self, mac: MacAddr) -> Option<PortId> {
+        MacTable::lookup(self, mac)
+    }
+}
+
 /// Where a frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -27,7 +45,7 @@ pub struct Decision {
 /// whose largest frame is `max_len`, learning its source in `table` at time `now`.
 #[inline]
 pub fn decide(
-    table: &MacTable,
+    table: &impl Table,
     in_port: PortId,
     data: &[u8],
     wire_len: usize,

@@ -15,15 +15,68 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/vswitch";
 pub enum Request {
     NetworkLs,
     NetworkCreate(CreateNetwork),
-    NetworkInspect { names: Vec<String> },
-    NetworkConnect { network: String, iface: String, tap: bool, ip: Option<Ipv4Addr> },
-    NetworkDisconnect { network: String, iface: String },
-    NetworkRm { names: Vec<String> },
+    NetworkInspect {
+        names: Vec<String>,
+    },
+    NetworkConnect {
+        network: String,
+        iface: String,
+        tap: bool,
+        ip: Option<Ipv4Addr>,
+    },
+    NetworkDisconnect {
+        network: String,
+        iface: String,
+    },
+    NetworkRm {
+        names: Vec<String>,
+    },
     NetworkPrune,
-    Fdb { network: String },
-    FdbAdd { network: String, mac: MacAddr, port: String },
-    FdbDel { network: String, mac: MacAddr },
+    Fdb {
+        network: String,
+    },
+    FdbAdd {
+        network: String,
+        mac: MacAddr,
+        port: String,
+    },
+    FdbDel {
+        network: String,
+        mac: MacAddr,
+    },
     Stats,
+    /// Start a trace; after the answer the connection carries `trace::stream` messages.
+    Trace(TraceRequest),
+    /// Run frames through a network's pipeline without sending them.
+    Explain(ExplainRequest),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct TraceRequest {
+    /// Every port of this network (also ports that join later)...
+    pub network: Option<String>,
+    /// ...or these ports (of `network`, if it is given).
+    pub ports: Vec<String>,
+    /// A tcpdump filter expression.
+    pub filter: Option<String>,
+    /// Bytes kept of each frame.
+    pub snaplen: u32,
+    /// Copies that may wait to be streamed before further copies are dropped.
+    pub queue: usize,
+}
+
+/// The answer to a trace request, before the stream starts.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TraceStarted {
+    pub ports: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ExplainRequest {
+    pub network: String,
+    pub in_port: String,
+    /// Each frame's bytes, as hex.
+    pub frames: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]

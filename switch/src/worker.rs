@@ -9,6 +9,7 @@ use crate::forward::{decide, Verdict};
 use crate::frame::Drop;
 use crate::port::{PortShared, Queue, RxFrame, TxError, WorkerBuffers};
 use crate::stats::bump;
+use crate::trace::{self, Dir, Tracer};
 use crossbeam_channel::{Receiver, Sender};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -36,6 +37,11 @@ pub enum Cmd {
     /// Close this worker's queue of the port; answer on `done` once it is closed.
     RemovePort {
         port: PortId,
+        done: Sender<()>,
+    },
+    /// The traces now running (replaces the list); answer on `done` once applied.
+    SetTraces {
+        traces: Arc<[Arc<Tracer>]>,
         done: Sender<()>,
     },
     Stop,
@@ -108,6 +114,10 @@ pub struct Worker {
     verdicts: Vec<Verdict>,
     bufs: WorkerBuffers,
     pollfds: Vec<libc::pollfd>,
+    /// Running traces; empty (the usual case) costs one branch per batch.
+    traces: Arc<[Arc<Tracer>]>,
+    /// Where a frame whose VLAN tag the kernel took out is put back together for a trace.
+    trace_scratch: Vec<u8>,
 }
 
 impl Worker {
@@ -124,6 +134,8 @@ impl Worker {
             verdicts: Vec::with_capacity(BATCH),
             bufs: WorkerBuffers::new(BATCH),
             pollfds: Vec::new(),
+            traces: Arc::new([]),
+            trace_scratch: Vec::new(),
         };
         w.rebuild_readers(); // the waker is in the poll set from the start
         w
@@ -191,6 +203,10 @@ impl Worker {
                     }
                 }
                 self.rebuild_readers();
+                let _ = done.send(());
+            }
+            Cmd::SetTraces { traces, done } => {
+                self.traces = traces;
                 let _ = done.send(());
             }
             Cmd::Stop => return false,
@@ -273,22 +289,31 @@ impl Worker {
             let v = if f.truncated {
                 Verdict::Drop(Drop::Truncated)
             } else {
-                decide(&net.table, in_id, f.data(), len, max_frame, f.vnet.is_gso(), now).verdict
+                decide(&*net.table, in_id, f.data(), len, max_frame, f.vnet.is_gso(), now).verdict
             };
             if let Verdict::Drop(why) = v {
                 c.drop(why);
             }
             self.verdicts.push(v);
         }
+        let tracing = !self.traces.is_empty();
+        let mut tr = Tracing { traces: &self.traces, net: inp.net, scratch: &mut self.trace_scratch };
+        if tracing {
+            for f in &self.batch {
+                tr.offer(in_id, Dir::In, f);
+            }
+        }
+        let tr = if tracing { Some(&mut tr) } else { None };
         let mut faults: Vec<(PortId, String)> = Vec::new();
+        let mut out = Egress { ports: &mut self.ports, worker: w, faults: &mut faults, tracing: tr };
         for (f, v) in self.batch.iter().zip(&self.verdicts) {
             match *v {
                 Verdict::Drop(_) => {}
-                Verdict::Port(out) => transmit(&mut self.ports, out, f, w, &mut faults),
+                Verdict::Port(p) => out.transmit(p, f),
                 Verdict::Flood => {
-                    for &out in &net.members {
-                        if out != in_id {
-                            transmit(&mut self.ports, out, f, w, &mut faults);
+                    for &p in &net.members {
+                        if p != in_id {
+                            out.transmit(p, f);
                         }
                     }
                 }
@@ -311,28 +336,66 @@ impl Worker {
     }
 }
 
-/// Send one frame out of port `out`, counting it or its drop on that port.
-#[inline]
-fn transmit(ports: &mut [Option<LocalPort>], out: PortId, f: &RxFrame, w: usize, faults: &mut Vec<(PortId, String)>) {
-    let Some(p) = ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
-    if p.failed {
-        return;
+/// The running traces, as one batch sees them.
+struct Tracing<'a> {
+    traces: &'a [Arc<Tracer>],
+    net: NetId,
+    scratch: &'a mut Vec<u8>,
+}
+
+impl Tracing<'_> {
+    /// Show a trace the frame as it is on the wire: an offloaded VLAN tag goes back in.
+    fn offer(&mut self, port: PortId, dir: Dir, f: &RxFrame) {
+        let d = f.data();
+        let wire = match &f.tag {
+            Some(tag) if d.len() >= 12 => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&d[..12]);
+                self.scratch.extend_from_slice(tag);
+                self.scratch.extend_from_slice(&d[12..]);
+                &self.scratch[..]
+            }
+            _ => d,
+        };
+        trace::offer_all(self.traces, self.net, port, dir, wire);
     }
-    let c = p.shared.stats.worker(w);
-    let len = f.wire_len();
-    if len > p.shared.max_frame() && !f.vnet.is_gso() {
-        c.drop(Drop::TooBigForEgress);
-        return;
-    }
-    match f.transmit(&mut p.queue) {
-        Ok(()) => {
-            bump(&c.tx_packets, 1);
-            bump(&c.tx_bytes, len as u64);
+}
+
+/// Where one batch's frames go out.
+struct Egress<'a, 'b> {
+    ports: &'a mut [Option<LocalPort>],
+    worker: usize,
+    faults: &'a mut Vec<(PortId, String)>,
+    tracing: Option<&'a mut Tracing<'b>>,
+}
+
+impl Egress<'_, '_> {
+    /// Send one frame out of port `out`, counting it or its drop on that port.
+    #[inline]
+    fn transmit(&mut self, out: PortId, f: &RxFrame) {
+        let Some(p) = self.ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
+        if p.failed {
+            return;
         }
-        Err(TxError::Full) => c.drop(Drop::TxError),
-        Err(TxError::Fault(e)) => {
-            c.drop(Drop::TxError);
-            faults.push((out, e.to_string()));
+        let c = p.shared.stats.worker(self.worker);
+        let len = f.wire_len();
+        if len > p.shared.max_frame() && !f.vnet.is_gso() {
+            c.drop(Drop::TooBigForEgress);
+            return;
+        }
+        match f.transmit(&mut p.queue) {
+            Ok(()) => {
+                bump(&c.tx_packets, 1);
+                bump(&c.tx_bytes, len as u64);
+                if let Some(t) = self.tracing.as_mut() {
+                    t.offer(out, Dir::Out, f);
+                }
+            }
+            Err(TxError::Full) => c.drop(Drop::TxError),
+            Err(TxError::Fault(e)) => {
+                c.drop(Drop::TxError);
+                self.faults.push((out, e.to_string()));
+            }
         }
     }
 }

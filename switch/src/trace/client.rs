@@ -1,0 +1,113 @@
+//! The CLI's side of `vswitch trace`: ask the daemon for a trace, write what it streams as a
+//! capture file, and stop on Ctrl-C, `--count` or `--duration`.
+
+use super::stream::{Msg, Reader};
+use super::writer::{CaptureWriter, Format};
+use crate::client::connect;
+use crate::protocol::{Request, Response, TraceRequest, TraceStarted};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub request: TraceRequest,
+    /// `-` for standard output.
+    pub output: String,
+    pub format: Format,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
+/// What a trace did.
+#[derive(serde::Serialize, Debug)]
+pub struct Summary {
+    pub ports: Vec<String>,
+    /// Frames written to the file.
+    pub captured: u64,
+    /// Copies the switch dropped because the trace could not keep up (frames were forwarded).
+    pub dropped: u64,
+}
+
+pub fn run(socket: &Path, o: Options) -> Result<Summary, String> {
+    let to_stdout = o.output == "-";
+    let out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(File::create(&o.output).map_err(|e| format!("cannot write {}: {e}", o.output))?)
+    };
+    let result = trace(socket, &o, BufWriter::with_capacity(256 << 10, out));
+    if result.as_ref().is_err_and(|(started, _)| !started) && !to_stdout {
+        let _ = std::fs::remove_file(&o.output); // the trace never started: leave nothing behind
+    }
+    result.map_err(|(_, e)| e)
+}
+
+/// The trace itself; on error, also whether it had started.
+fn trace(socket: &Path, o: &Options, out: impl Write) -> Result<Summary, (bool, String)> {
+    let not_started = |e: String| (false, e);
+    let mut conn = connect(socket).map_err(not_started)?;
+    let mut line = serde_json::to_string(&Request::Trace(o.request.clone())).expect("requests serialize");
+    line.push('\n');
+    conn.write_all(line.as_bytes()).map_err(|e| not_started(format!("sending to the daemon: {e}")))?;
+    let mut input = BufReader::with_capacity(256 << 10, conn.try_clone().map_err(|e| not_started(e.to_string()))?);
+    let mut answer = String::new();
+    input.read_line(&mut answer).map_err(|e| not_started(format!("reading from the daemon: {e}")))?;
+    let ports = match serde_json::from_str(&answer) {
+        Ok(Response::Ok(v)) => serde_json::from_value::<TraceStarted>(v).map_err(|e| not_started(e.to_string()))?.ports,
+        Ok(Response::Error(e)) => return Err(not_started(e)),
+        Err(_) if answer.is_empty() => return Err(not_started("the daemon closed the connection".into())),
+        Err(e) => return Err(not_started(format!("bad answer from the daemon: {e}"))),
+    };
+    let started = |e: String| (true, e);
+    eprintln!("tracing {} (Ctrl-C to stop)", if ports.is_empty() { "(no ports yet)".into() } else { ports.join(", ") });
+
+    // A second thread asks the daemon to stop: on Ctrl-C, at the deadline, or when told to.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| started(e.to_string()))?;
+    }
+    let deadline = o.duration.map(|d| Instant::now() + d);
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = conn.write_all(b"stop\n");
+        })
+    };
+
+    let mut w = CaptureWriter::new(out, o.format, o.request.snaplen).map_err(started)?;
+    let mut rd = Reader::new(input);
+    let mut written = 0u64;
+    let dropped = loop {
+        // Hand what we have to the reader of the file before waiting for more.
+        if rd.inner().buffer().is_empty() {
+            w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
+        }
+        let msg = rd.read_msg().map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => started("the daemon ended the trace (was it stopped?)".into()),
+            _ => started(format!("reading the trace: {e}")),
+        })?;
+        match msg {
+            Msg::Port { id, name } => w.port(id, name),
+            Msg::Frame { port, dir, ts_ns, orig_len } => {
+                if o.count.is_none_or(|c| written < c) {
+                    w.frame(port, dir, ts_ns, orig_len, &rd.data).map_err(started)?;
+                    written += 1;
+                }
+                if o.count.is_some_and(|c| written >= c) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Msg::End { dropped, .. } => break dropped,
+        }
+    };
+    w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = stopper.join();
+    Ok(Summary { ports, captured: written, dropped })
+}

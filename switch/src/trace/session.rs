@@ -1,0 +1,84 @@
+//! The daemon's side of one `vswitch trace`: start the tracer, stream its copies to the
+//! client until it says stop (or goes away), then stop the tracer and send the totals.
+
+use super::{stream, Record};
+use crate::controller::Controller;
+use crate::fdb::PortId;
+use crate::protocol::{Response, TraceRequest, TraceStarted};
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+/// Copies streamed between checks for the client's stop.
+const BURST: usize = 512;
+
+pub fn run(conn: &UnixStream, ctl: &Mutex<Controller>, req: &TraceRequest) {
+    let started = ctl.lock().unwrap().start_trace(req);
+    let (tracer, ports) = match started {
+        Ok(s) => s,
+        Err(e) => return answer(conn, &Response::Error(e)),
+    };
+    answer(conn, &Response::Ok(serde_json::to_value(TraceStarted { ports }).expect("json")));
+    let mut s = Streamer { out: BufWriter::with_capacity(256 << 10, conn), announced: HashSet::new(), ctl };
+    let streamed: io::Result<()> = (|| loop {
+        let mut n = 0;
+        while n < BURST {
+            let Some(r) = tracer.next() else { break };
+            let sent = s.send(&r);
+            tracer.recycle(r);
+            sent?;
+            n += 1;
+        }
+        if n == 0 {
+            s.out.flush()?;
+            if client_spoke(conn, 20) {
+                return Ok(()); // "stop", or the client closed its side
+            }
+        }
+    })();
+    ctl.lock().unwrap().stop_trace(&tracer);
+    if streamed.is_err() {
+        return; // the client is gone
+    }
+    // The workers have let go: what is queued now is all there will be.
+    let mut finish = || -> io::Result<()> {
+        while let Some(r) = tracer.next() {
+            s.send(&r)?;
+        }
+        let (captured, dropped) = tracer.counts();
+        stream::write_end(&mut s.out, captured, dropped)?;
+        s.out.flush()
+    };
+    let _ = finish();
+}
+
+struct Streamer<'a> {
+    out: BufWriter<&'a UnixStream>,
+    /// Ports whose names the client has been told.
+    announced: HashSet<PortId>,
+    ctl: &'a Mutex<Controller>,
+}
+
+impl Streamer<'_> {
+    fn send(&mut self, r: &Record) -> io::Result<()> {
+        if self.announced.insert(r.port) {
+            let name = self.ctl.lock().unwrap().port_name(r.port).unwrap_or_else(|| format!("port{}", r.port));
+            stream::write_port(&mut self.out, r.port, &name)?;
+        }
+        stream::write_frame(&mut self.out, r)
+    }
+}
+
+fn answer(mut conn: &UnixStream, r: &Response) {
+    let mut text = serde_json::to_string(r).expect("responses serialize");
+    text.push('\n');
+    let _ = conn.write_all(text.as_bytes());
+}
+
+/// Wait up to `ms` for the client to write or hang up.
+fn client_spoke(conn: &UnixStream, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
