@@ -31,13 +31,19 @@ fn count(lines: &[String], want: &str) -> usize {
     lines.iter().filter(|l| l.as_str() == want).count()
 }
 
-#[test]
-fn five_pings_seen_in_and_out_with_port_names() {
-    let d = Daemon::start(2);
-    let (a, b) = (Host::new("10.56.1.1"), Host::new("10.56.1.2"));
+/// A daemon with two hosts (10.56.N.1 and .2) on a new network, pinging each other.
+fn two_hosts(workers: usize, n: u8) -> (Daemon, Host, Host, String) {
+    let d = Daemon::start(workers);
+    let (a, b) = (Host::new(&format!("10.56.{n}.1")), Host::new(&format!("10.56.{n}.2")));
     let net = net_name();
     d.network(&net, &[&a, &b]);
-    assert!(a.ns.wait_ping(&b.ip, 5));
+    assert!(a.ns.wait_ping(&b.ip, 5), "no ping across the switch:\n{}", d.log());
+    (d, a, b, net)
+}
+
+#[test]
+fn five_pings_seen_in_and_out_with_port_names() {
+    let (d, a, b, net) = two_hosts(2, 1);
     let file = d.dir.path().join("pings.pcapng");
     let t = d.trace(&[&net, "-w", file.to_str().unwrap(), "icmp"]);
     assert!(a.ns.ping(&b.ip, 5));
@@ -59,11 +65,7 @@ fn five_pings_seen_in_and_out_with_port_names() {
 
 #[test]
 fn filter_keeps_only_what_it_names_and_classic_pcap_streams_to_stdout() {
-    let d = Daemon::start(1);
-    let (a, b) = (Host::new("10.56.2.1"), Host::new("10.56.2.2"));
-    let net = net_name();
-    d.network(&net, &[&a, &b]);
-    assert!(a.ns.wait_ping(&b.ip, 5));
+    let (d, a, b, _) = two_hosts(1, 2);
     // Only echo requests, only as they enter through a: 3 of them, then the trace stops itself.
     let file = d.dir.path().join("requests.pcap");
     let sh_cmd = format!(
@@ -88,11 +90,7 @@ fn filter_keeps_only_what_it_names_and_classic_pcap_streams_to_stdout() {
 
 #[test]
 fn busy_trace_drops_copies_never_frames() {
-    let d = Daemon::start(2);
-    let (a, b) = (Host::new("10.56.3.1"), Host::new("10.56.3.2"));
-    let net = net_name();
-    d.network(&net, &[&a, &b]);
-    assert!(a.ns.wait_ping(&b.ip, 5));
+    let (d, a, b, net) = two_hosts(2, 3);
     let file = d.dir.path().join("busy.pcapng");
     let t = d.trace(&[&net, "--buffer", "8", "-w", file.to_str().unwrap()]);
     let (gbps, _) = iperf(&a.ns, &b.ns, &b.ip, 2);

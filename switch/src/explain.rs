@@ -225,13 +225,7 @@ pub fn describe(f: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn frame(dst: &str, src: &str) -> Vec<u8> {
-        let mut f = dst.parse::<MacAddr>().unwrap().0.to_vec();
-        f.extend_from_slice(&src.parse::<MacAddr>().unwrap().0);
-        f.extend_from_slice(&[0x08, 0x06]);
-        f.resize(60, 0);
-        f
-    }
+    use crate::frame::test_frame as frame;
 
     const A: &str = "02:00:00:00:00:0a";
     const B: &str = "02:00:00:00:00:0b";

@@ -121,6 +121,16 @@ pub fn max_frame_for_mtu(mtu: u32) -> usize {
     mtu as usize + ETH_HLEN + VLAN_HLEN
 }
 
+/// A 60-byte ARP-typed frame between two MACs, for tests.
+#[cfg(test)]
+pub(crate) fn test_frame(dst: &str, src: &str) -> Vec<u8> {
+    let mut f = dst.parse::<crate::mac::MacAddr>().unwrap().0.to_vec();
+    f.extend_from_slice(&src.parse::<crate::mac::MacAddr>().unwrap().0);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.resize(60, 0);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
