@@ -81,6 +81,13 @@ pub enum Command {
         vswitch trace blue -w - 'tcp port 80' | tcpdump -r -"
     )]
     Trace(TraceArgs),
+    /// Measure vswitch beside the Linux bridge and Open vSwitch (see: vswitch bench --help)
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed to vswitch-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Show, stage by stage, what the switch would do with frames (sends nothing)
     #[command(after_help = "Frames as words (--frame):\n  \
         eth src 02:00:00:00:00:01 dst ff:ff:ff:ff:ff:ff arp\n  \
@@ -369,6 +376,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             table(&["PORT", "NETWORK", "KIND", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS"], rows);
         }
         Command::Trace(t) => return trace(socket, t),
+        Command::Bench { args } => return bench(&args),
         Command::Explain { network, in_port, frame, pcap, json } => {
             let frames = match pcap {
                 Some(path) => crate::frame_spec::from_capture_file(&path)?,
@@ -385,6 +393,21 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `vswitch bench` is the `vswitch-bench` program installed beside this one.
+fn bench(args: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let prog = me.with_file_name("vswitch-bench");
+    if !prog.is_file() {
+        return Err(format!(
+            "vswitch bench needs {} (build it: cargo build --release -p vswitch-bench)",
+            prog.display()
+        ));
+    }
+    let e = std::process::Command::new(&prog).args(args).exec();
+    Err(format!("cannot run {}: {e}", prog.display()))
 }
 
 fn trace(socket: &std::path::Path, t: TraceArgs) -> Result<(), String> {

@@ -75,9 +75,10 @@ impl Dataplane {
         for w in &self.workers {
             self.send(w, cmd(done.clone()));
         }
-        for _ in &self.workers {
-            let _ = acks.recv();
-        }
+        drop(done);
+        // Ends when every worker has answered and let go of its sender (a worker that is
+        // gone drops it unanswered: never wait for it forever).
+        while acks.recv().is_ok() {}
     }
 
     /// Hand every worker the traces now running; returns once all of them use the new list.

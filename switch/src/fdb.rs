@@ -10,6 +10,7 @@
 //! Two workers learning the same new MAC at the same instant may both insert it; lookups take
 //! the first, and the spare copy ages out. That is the price of never locking.
 
+use crate::hugemem::{HugeArray, Zeroable};
 use crate::mac::MacAddr;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -26,6 +27,9 @@ const WAYS: usize = 8;
 struct Bucket {
     slots: [AtomicU64; WAYS],
 }
+
+// Eight atomic words: all zeros is eight empty slots.
+unsafe impl Zeroable for Bucket {}
 
 /// What learning a source address did.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -44,9 +48,9 @@ pub enum Learn {
 }
 
 pub struct MacTable {
-    buckets: Box<[Bucket]>,
+    buckets: HugeArray<Bucket>,
     /// Last-seen time (seconds, `crate::clock::now`) for each slot, beside `buckets`.
-    seen: Box<[AtomicU32]>,
+    seen: HugeArray<AtomicU32>,
     mask: usize,
     /// Random per table so an attacker cannot aim MACs at one bucket.
     seed: u64,
@@ -54,6 +58,16 @@ pub struct MacTable {
     max_learned: usize,
     pub over_limit: AtomicU64,
     pub bucket_full: AtomicU64,
+}
+
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const T as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// One entry as shown by `vswitch fdb`.
@@ -70,12 +84,9 @@ impl MacTable {
     pub fn new(max_learned: usize) -> MacTable {
         let want_slots = (max_learned.max(64) * 2).next_power_of_two();
         let nbuckets = want_slots / WAYS;
-        let buckets =
-            (0..nbuckets).map(|_| Bucket { slots: Default::default() }).collect::<Vec<_>>().into_boxed_slice();
-        let seen = (0..nbuckets * WAYS).map(|_| AtomicU32::new(0)).collect::<Vec<_>>().into_boxed_slice();
         MacTable {
-            buckets,
-            seen,
+            buckets: HugeArray::zeroed(nbuckets),
+            seen: HugeArray::zeroed(nbuckets * WAYS),
             mask: nbuckets - 1,
             seed: RandomState::new().hash_one(0x5eed_u64) | 1,
             learned: AtomicUsize::new(0),
@@ -89,6 +100,18 @@ impl MacTable {
     fn bucket_of(&self, mac: u64) -> usize {
         // Multiply-shift hashing: one multiply, good spread of the 48 MAC bits.
         ((mac.wrapping_mul(self.seed)) >> 32) as usize & self.mask
+    }
+
+    /// Start loading the cache line `lookup(mac)` will read (and, for a source, the line
+    /// `learn` writes its age to). A worker asks for a whole batch before deciding any of
+    /// it, so in a big table the misses overlap instead of following one another.
+    #[inline]
+    pub fn prefetch(&self, mac: MacAddr, as_source: bool) {
+        let bi = self.bucket_of(mac.to_u64());
+        prefetch(&self.buckets[bi]);
+        if as_source {
+            prefetch(&self.seen[bi * WAYS]);
+        }
     }
 
     /// The port a MAC was learned or configured on.

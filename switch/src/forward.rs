@@ -2,7 +2,7 @@
 //! worker, `explain` and the unit tests all run the same code.
 
 use crate::fdb::{Learn, MacTable, PortId};
-use crate::frame::{classify, Class, Drop};
+use crate::frame::{classify, Class, Drop, ETH_HLEN};
 use crate::mac::MacAddr;
 
 /// What the forwarding stage needs of a MAC table: the live `MacTable` in the workers, a
@@ -39,6 +39,15 @@ pub struct Decision {
     pub verdict: Verdict,
     /// What learning the source address did (None: not learned, e.g. a group source).
     pub learned: Option<Learn>,
+}
+
+/// Warm the MAC table lines `decide` will touch for this frame (see `MacTable::prefetch`).
+#[inline]
+pub fn prefetch(table: &MacTable, data: &[u8]) {
+    if data.len() >= ETH_HLEN {
+        table.prefetch(MacAddr::from_slice(&data[..6]), false);
+        table.prefetch(MacAddr::from_slice(&data[6..12]), true);
+    }
 }
 
 /// Decide what to do with `data` (`wire_len` bytes on the wire) arriving on port `in_port`,

@@ -11,6 +11,7 @@ pub mod fdb;
 pub mod forward;
 pub mod frame;
 pub mod frame_spec;
+pub mod hugemem;
 pub mod ipam;
 pub mod mac;
 pub mod netdev;

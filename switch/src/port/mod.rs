@@ -2,6 +2,7 @@
 //! reads and writes only its own queues, so no queue is ever shared between threads.
 
 pub mod afpacket;
+pub mod memory;
 pub mod tap;
 
 use crate::frame::{max_frame_for_mtu, VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
@@ -123,6 +124,7 @@ impl WorkerBuffers {
 pub enum Queue {
     AfPacket(afpacket::AfPacketQueue),
     Tap(tap::TapQueue),
+    Memory(memory::MemoryQueue),
 }
 
 impl Queue {
@@ -130,6 +132,7 @@ impl Queue {
         match self {
             Queue::AfPacket(q) => q.fd(),
             Queue::Tap(q) => q.fd(),
+            Queue::Memory(_) => -1, // poll() skips it
         }
     }
 
@@ -137,6 +140,7 @@ impl Queue {
         match self {
             Queue::AfPacket(q) => q.receive(out, max, bufs),
             Queue::Tap(q) => q.receive(out, max, bufs),
+            Queue::Memory(q) => q.receive(out, max, bufs),
         }
     }
 
@@ -151,6 +155,7 @@ impl Queue {
         match self {
             Queue::AfPacket(q) => q.transmit(vnet, parts),
             Queue::Tap(q) => q.transmit(vnet, parts),
+            Queue::Memory(q) => q.transmit(vnet, parts),
         }
     }
 
@@ -158,7 +163,7 @@ impl Queue {
     pub fn flush(&mut self) -> Result<(), TxError> {
         match self {
             Queue::AfPacket(q) => q.flush(),
-            Queue::Tap(_) => Ok(()),
+            Queue::Tap(_) | Queue::Memory(_) => Ok(()),
         }
     }
 }

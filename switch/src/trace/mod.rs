@@ -69,6 +69,9 @@ pub struct Record {
 
 /// Copies kept in a record without growing it: an MTU-1500 frame fits.
 const RECORD_CAPACITY: usize = 2048;
+/// Bytes of copies a trace may hold at once, whatever its queue length: 4096 GSO frames
+/// of 64 KB would otherwise pin 256 MB.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// One running trace, shared by the workers (producers) and its session (the consumer).
 pub struct Tracer {
@@ -79,6 +82,8 @@ pub struct Tracer {
     free: ArrayQueue<Record>,
     /// Filled records, oldest first, for the session to stream.
     ready: ArrayQueue<Record>,
+    /// Bytes of copies waiting in `ready` (bounded by MAX_QUEUED_BYTES).
+    queued_bytes: std::sync::atomic::AtomicUsize,
     captured: AtomicU64,
     dropped: AtomicU64,
 }
@@ -102,6 +107,7 @@ impl Tracer {
             snaplen,
             free,
             ready: ArrayQueue::new(queue),
+            queued_bytes: Default::default(),
             captured: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -122,16 +128,19 @@ impl Tracer {
                 return;
             }
         }
-        let Some(mut r) = self.free.pop() else {
+        let keep = frame.len().min(self.snaplen);
+        let over_budget = self.queued_bytes.load(Relaxed) + keep > MAX_QUEUED_BYTES;
+        let Some(mut r) = (!over_budget).then(|| self.free.pop()).flatten() else {
             self.dropped.fetch_add(1, Relaxed);
             return;
         };
+        self.queued_bytes.fetch_add(keep, Relaxed);
         r.port = port;
         r.dir = dir;
         r.ts_ns = wall_clock_ns();
         r.orig_len = frame.len() as u32;
         r.data.clear();
-        r.data.extend_from_slice(&frame[..frame.len().min(self.snaplen)]);
+        r.data.extend_from_slice(&frame[..keep]);
         // Records only circulate between `free` and `ready`, both as large as the pool.
         let _ = self.ready.push(r);
         self.captured.fetch_add(1, Relaxed);
@@ -143,7 +152,10 @@ impl Tracer {
     }
 
     /// Give a streamed record back to the pool.
-    pub fn recycle(&self, r: Record) {
+    pub fn recycle(&self, mut r: Record) {
+        self.queued_bytes.fetch_sub(r.data.len(), Relaxed);
+        // A record a GSO frame grew goes back to its usual size: the pool stays small.
+        r.data.shrink_to(RECORD_CAPACITY);
         let _ = self.free.push(r);
     }
 

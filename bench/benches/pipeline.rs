@@ -1,0 +1,144 @@
+//! Microbenchmarks of the in-memory pipeline (no root, no devices): frame classification,
+//! MAC table lookups and learning from 1 k to 1 M entries, and a worker forwarding 32-frame
+//! batches between in-memory ports. `cargo bench -p vswitch-bench`.
+
+use divan::counter::ItemsCount;
+use divan::{black_box, Bencher};
+use std::sync::Arc;
+use vswitch::fdb::MacTable;
+use vswitch::frame::{classify, max_frame_for_mtu};
+use vswitch::mac::MacAddr;
+use vswitch::port::memory::MemoryQueue;
+use vswitch::port::{PortShared, Queue};
+use vswitch::worker::{Cmd, NewPort, Waker, Worker};
+
+fn main() {
+    divan::main();
+}
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+/// Lookups per measured iteration.
+const PER_ITER: usize = 1024;
+
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(60, 0);
+    f
+}
+
+/// `n` distinct unicast MACs in a scrambled order (no two neighbours share a cache line).
+fn macs(n: usize) -> Vec<MacAddr> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut v: Vec<MacAddr> = (0..n as u64).map(|i| MacAddr::from_u64(0x0200_0000_0000 | i)).collect();
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn full_table(n: usize) -> (MacTable, Vec<MacAddr>) {
+    let t = MacTable::new(n);
+    let keys = macs(n);
+    for (i, m) in keys.iter().enumerate() {
+        t.learn(*m, (i % 32 + 1) as u16, 0);
+    }
+    (t, keys)
+}
+
+#[divan::bench]
+fn classify_64_byte_frame(b: Bencher) {
+    let f = frame(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
+    let max = max_frame_for_mtu(1500);
+    b.counter(ItemsCount::new(1usize)).bench(|| classify(black_box(&f), 60, max, false));
+}
+
+#[divan::bench(args = SIZES)]
+fn mac_lookup(b: Bencher, n: usize) {
+    let (t, keys) = full_table(n);
+    let mut at = 0;
+    b.counter(ItemsCount::new(PER_ITER)).bench_local(|| {
+        for _ in 0..PER_ITER {
+            black_box(t.lookup(keys[at]));
+            at = if at + 1 == keys.len() { 0 } else { at + 1 };
+        }
+    });
+}
+
+/// Lookups as a worker does them: a batch's lines are prefetched, then looked up.
+#[divan::bench(args = SIZES)]
+fn mac_lookup_batched(b: Bencher, n: usize) {
+    let (t, keys) = full_table(n);
+    let mut at = 0;
+    b.counter(ItemsCount::new(PER_ITER)).bench_local(|| {
+        for _ in 0..PER_ITER / 32 {
+            let batch = &keys[at..at + 32];
+            for m in batch {
+                t.prefetch(*m, false);
+            }
+            for m in batch {
+                black_box(t.lookup(*m));
+            }
+            at = if at + 64 > keys.len() { 0 } else { at + 32 };
+        }
+    });
+}
+
+#[divan::bench(args = SIZES)]
+fn mac_learn_known(b: Bencher, n: usize) {
+    let (t, keys) = full_table(n);
+    let mut at = 0;
+    b.counter(ItemsCount::new(PER_ITER)).bench_local(|| {
+        for _ in 0..PER_ITER {
+            black_box(t.learn(keys[at], (at % 32 + 1) as u16, 1));
+            at = if at + 1 == keys.len() { 0 } else { at + 1 };
+        }
+    });
+}
+
+#[divan::bench]
+fn mac_learn_new(b: Bencher) {
+    let keys = macs(PER_ITER);
+    b.counter(ItemsCount::new(PER_ITER)).with_inputs(|| MacTable::new(4 * PER_ITER)).bench_local_refs(|t| {
+        for m in &keys {
+            black_box(t.learn(*m, 1, 0));
+        }
+    });
+}
+
+/// A worker with `ports` in-memory ports on one network; port 1 receives 32-frame bursts
+/// of 64-byte frames to `dst`, from a MAC learned on port 1.
+fn worker(ports: u16, dst: MacAddr) -> Worker {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (faults, _) = crossbeam_channel::unbounded();
+    let mut w = Worker::new(0, rx, Arc::new(Waker::new().expect("eventfd")), faults);
+    let table = Arc::new(MacTable::new(1024));
+    let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    table.learn(a, 1, 0);
+    table.learn(b, 2, 0);
+    tx.send(Cmd::AddNetwork { net: 0, table }).unwrap();
+    for p in 1..=ports {
+        let frames = if p == 1 { vec![frame(dst, a)] } else { vec![] };
+        let queue = Queue::Memory(MemoryQueue::new(frames, 32));
+        let shared = Arc::new(PortShared::new(1, max_frame_for_mtu(1500)));
+        tx.send(Cmd::AddPort(NewPort { port: p, net: 0, queue, rx: true, shared })).unwrap();
+    }
+    w.pass();
+    w
+}
+
+#[divan::bench]
+fn forward_batch_32_unicast(b: Bencher) {
+    let mut w = worker(2, MacAddr([2, 0, 0, 0, 0, 2]));
+    b.counter(ItemsCount::new(32usize)).bench_local(|| black_box(w.pass()));
+}
+
+#[divan::bench(args = [4, 16])]
+fn forward_batch_32_flood(b: Bencher, ports: u16) {
+    let mut w = worker(ports, MacAddr([0xff; 6]));
+    b.counter(ItemsCount::new(32usize)).bench_local(|| black_box(w.pass()));
+}

@@ -1,0 +1,242 @@
+//! `vswitch bench` (this program, run by `vswitch bench` or directly): vswitch side by side
+//! with the Linux bridge and Open vSwitch's userspace datapath, on topologies it builds in
+//! network namespaces of its own and removes again, also on Ctrl-C or a failure.
+
+mod gen;
+mod report;
+mod scenario;
+mod switch;
+mod sys;
+mod topo;
+
+use clap::{Parser, Subcommand};
+use report::Sample;
+use scenario::Scenario;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use sys::Res;
+
+#[derive(Parser)]
+#[command(
+    name = "vswitch bench",
+    about = "Measure vswitch beside the Linux bridge and Open vSwitch on this machine",
+    long_about = "Measure vswitch beside the Linux bridge and Open vSwitch's userspace datapath on this machine.\n\n\
+        Each scenario builds its own hosts (network namespaces joined by veth pairs), attaches each switch \
+        to them in turn, interleaved round by round (bridge, vswitch, ovs, bridge, ...) so drift of the \
+        machine cancels out, and reports medians and ratios to the Linux bridge. OVS runs from a private \
+        ovsdb-server/ovs-vswitchd this run starts and stops; a system OVS is never touched. Needs root, \
+        iproute2, iputils-ping and iperf3; OVS is optional (apt-get install openvswitch-switch).",
+    after_help = "Examples:\n  \
+        sudo vswitch bench                       the standard suite (a few minutes)\n  \
+        sudo vswitch bench --quick               under a minute\n  \
+        sudo vswitch bench --only tcp,pps --json results.json --chart results.svg"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// A short run: one round of 1 s per measurement, fewer scale points.
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Write every run's raw numbers, the medians and the machine's description here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the comparison as grouped bars (SVG).
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// Rounds per case [default: 3, --quick: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per measurement [default: 3, --quick: 1].
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Leave Open vSwitch out even if it is installed.
+    #[arg(long)]
+    no_ovs: bool,
+    /// The vswitch binary to measure [default: the one beside this program].
+    #[arg(long, value_name = "PATH")]
+    vswitch: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (internal) send frames from inside a host's namespace
+    #[command(hide = true)]
+    Gen {
+        iface: String,
+        dst: String,
+        #[arg(long, default_value_t = 1)]
+        sources: u32,
+        #[arg(long, default_value_t = 60)]
+        size: usize,
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = match args.cmd {
+        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs }) => {
+            parse_mac(dst).and_then(|d| gen::generate(iface, d, sources.max(1), size, secs)).map(|n| println!("{n}"))
+        }
+        None => bench(args),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_mac(s: &str) -> Res<[u8; 6]> {
+    let v: Vec<u8> = s.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    v.try_into().map_err(|_| format!("bad MAC address '{s}'"))
+}
+
+fn bench(args: Args) -> Res<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "vswitch bench needs root: it creates network namespaces and runs switches (try: sudo vswitch bench)"
+                .into(),
+        );
+    }
+    sys::require_tools(&[("ip", "iproute2"), ("ping", "iputils-ping"), ("iperf3", "iperf3")])?;
+    let vswitch = match args.vswitch {
+        Some(p) => p,
+        None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("vswitch"),
+    };
+    if !vswitch.is_file() {
+        return Err(format!(
+            "no vswitch binary at {} (build it: cargo build --release, or pass --vswitch)",
+            vswitch.display()
+        ));
+    }
+    let with_ovs = !args.no_ovs && sys::have("ovs-vswitchd") && sys::have("ovsdb-server");
+    let ovs_note = match (args.no_ovs, with_ovs) {
+        (true, _) => "Open vSwitch left out (--no-ovs)",
+        (false, false) => {
+            "Open vSwitch is not installed (apt-get install openvswitch-switch): comparing with the Linux bridge only"
+        }
+        _ => "",
+    };
+    let scenarios = if args.only.is_empty() {
+        let mut all = vec![Scenario::Tcp, Scenario::Pps, Scenario::Latency, Scenario::Scale, Scenario::Workers];
+        if !args.quick {
+            all.push(Scenario::Trace);
+        }
+        all
+    } else {
+        args.only.clone()
+    };
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 3.0 });
+    if !(0.5..=600.0).contains(&secs) {
+        return Err(format!("--secs {secs}: use 0.5 to 600 seconds"));
+    }
+    let cases = scenario::plan(&scenarios, args.quick, with_ovs);
+    sys::catch_interrupts();
+    if !ovs_note.is_empty() {
+        eprintln!("note: {ovs_note}");
+    }
+
+    let lab = switch::Lab::new(vswitch, with_ovs)?;
+    let hosts = cases.iter().map(|c| c.hosts).max().unwrap_or(2);
+    let topo = topo::Topology::new(hosts)?;
+    let total: usize = rounds * cases.iter().map(|c| c.switches.len()).sum::<usize>();
+    let mut progress = Progress { done: 0, total, tty: std::io::stderr().is_terminal() };
+    let mut samples = Vec::new();
+    for round in 1..=rounds {
+        for c in &cases {
+            for &sw in &c.switches {
+                sys::check_interrupted()?;
+                progress.step(&format!("round {round}/{rounds} · {:?} {} · {}", c.scenario, c.name, sw.name()));
+                let measured = (|| {
+                    let _attached = lab.attach(sw, &topo.hosts[..c.hosts])?;
+                    scenario::warm_up(&topo.hosts[0], &topo.hosts[1])?;
+                    scenario::measure(c.measure, &topo.hosts[0], &topo.hosts[1], secs, args.quick)
+                })();
+                sys::check_interrupted()?;
+                let (metrics, error) = match measured {
+                    Ok(m) => (m, None),
+                    Err(e) => {
+                        progress.note(&format!("{} on {}: {e}", sw.name(), c.name));
+                        (Default::default(), Some(e))
+                    }
+                };
+                samples.push(Sample {
+                    scenario: c.scenario,
+                    case: c.name.clone(),
+                    switch: sw.name(),
+                    round,
+                    metrics,
+                    error,
+                });
+            }
+        }
+    }
+    progress.finish();
+    drop(topo);
+    drop(lab);
+
+    let sums = report::summarize(&cases, &samples);
+    let targets = report::targets(&sums);
+    println!("## vswitch bench: {rounds} round(s), {secs} s per measurement, medians\n");
+    println!("{}", report::machine());
+    print!("{}", report::tables(&sums, &samples));
+    print!("{}", report::targets_table(&targets));
+    if !ovs_note.is_empty() {
+        println!("\n{ovs_note}.");
+    }
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "machine": report::machine(),
+            "rounds": rounds,
+            "secs": secs,
+            "ovs": with_ovs,
+            "cases": cases,
+            "samples": samples,
+            "summary": sums,
+            "targets": targets,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v).expect("json") + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        std::fs::write(path, report::svg(&cases, &sums))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One progress line, rewritten in place on a terminal.
+struct Progress {
+    done: usize,
+    total: usize,
+    tty: bool,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        if self.tty {
+            eprint!("\r\x1b[K[{}/{}] {what}", self.done, self.total);
+        } else {
+            eprintln!("[{}/{}] {what}", self.done, self.total);
+        }
+    }
+
+    fn note(&self, what: &str) {
+        if self.tty {
+            eprintln!();
+        }
+        eprintln!("  {what}");
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! What is measured: each scenario is a list of cases (a measurement, how many hosts it
+//! needs, which switches run it), and each case is measured on every switch in turn, round
+//! after round (A, B, A, B...), so drift of the machine cancels out.
+
+use crate::switch::Switch;
+use crate::sys::{counter, run_in, spawn_in, Res};
+use crate::topo::Host;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// iperf3 TCP, 1 and 4 streams, default offloads: Gbit/s and retransmits
+    Tcp,
+    /// 64- and 1518-byte frames at full rate: offered and forwarded frames per second
+    Pps,
+    /// ping round trips under light load: p50, p99, max
+    Latency,
+    /// 64-byte forwarding with 1k..1M source MACs, and with 2..32 ports
+    Scale,
+    /// vswitch with 1 and 2 worker threads
+    Workers,
+    /// vswitch with and without `vswitch trace` of every frame running
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Measure {
+    Tcp {
+        streams: usize,
+    },
+    /// `size` bytes on the wire (FCS included), from `sources` rotating source MACs.
+    Pps {
+        size: usize,
+        sources: u32,
+    },
+    Latency,
+}
+
+impl Measure {
+    /// The figure the chart and the ratios use, and whether more is better.
+    pub fn primary(&self) -> (&'static str, bool) {
+        match self {
+            Measure::Tcp { .. } => ("gbps", true),
+            Measure::Pps { .. } => ("forwarded_kpps", true),
+            Measure::Latency => ("p50_ms", false),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub name: String,
+    pub measure: Measure,
+    pub hosts: usize,
+    pub switches: Vec<Switch>,
+}
+
+pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool) -> Vec<Case> {
+    let vswitch = Switch::Vswitch { workers: 0, traced: false };
+    let mut standard = vec![Switch::Bridge, vswitch];
+    if ovs {
+        standard.push(Switch::Ovs);
+    }
+    let case = |scenario, name: &str, measure, hosts, switches: &[Switch]| Case {
+        scenario,
+        name: name.into(),
+        measure,
+        hosts,
+        switches: switches.to_vec(),
+    };
+    let mut cases = Vec::new();
+    for &s in scenarios {
+        match s {
+            Scenario::Tcp => {
+                for streams in if quick { &[1][..] } else { &[1, 4] } {
+                    let streams = *streams;
+                    let name = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
+                    cases.push(case(s, &name, Measure::Tcp { streams }, 2, &standard));
+                }
+            }
+            Scenario::Pps => {
+                for size in if quick { &[64][..] } else { &[64, 1518] } {
+                    let size = *size;
+                    cases.push(case(s, &format!("{size} B"), Measure::Pps { size, sources: 1 }, 2, &standard));
+                }
+            }
+            Scenario::Latency => cases.push(case(s, "ping", Measure::Latency, 2, &standard)),
+            Scenario::Scale => {
+                let macs: &[(u32, &str)] = if quick {
+                    &[(1_000, "1k"), (100_000, "100k")]
+                } else {
+                    &[(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")]
+                };
+                for &(n, label) in macs {
+                    let m = Measure::Pps { size: 64, sources: n };
+                    cases.push(case(s, &format!("{label} MACs"), m, 2, &standard));
+                }
+                let ports: &[usize] = if quick { &[8] } else { &[2, 8, 32] };
+                for &n in ports {
+                    cases.push(case(s, &format!("{n} ports"), Measure::Pps { size: 64, sources: 1 }, n, &standard));
+                }
+            }
+            Scenario::Workers => {
+                for w in [1, 2] {
+                    let sw = [Switch::Bridge, Switch::Vswitch { workers: w, traced: false }];
+                    let label = if w == 1 { "1 worker".to_string() } else { format!("{w} workers") };
+                    cases.push(case(s, &format!("tcp, {label}"), Measure::Tcp { streams: 1 }, 2, &sw));
+                    if !quick {
+                        cases.push(case(s, &format!("64 B, {label}"), Measure::Pps { size: 64, sources: 1 }, 2, &sw));
+                    }
+                }
+            }
+            Scenario::Trace => {
+                let sw = [Switch::Bridge, vswitch, Switch::Vswitch { workers: 0, traced: true }];
+                cases.push(case(s, "tcp", Measure::Tcp { streams: 1 }, 2, &sw));
+                cases.push(case(s, "64 B", Measure::Pps { size: 64, sources: 1 }, 2, &sw));
+            }
+        }
+    }
+    cases
+}
+
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Ping until the path answers both ways, so both MACs are learned before measuring.
+pub fn warm_up(a: &Host, b: &Host) -> Res<()> {
+    for _ in 0..20 {
+        crate::sys::check_interrupted()?;
+        if run_in(&a.ns, &["ping", "-c1", "-W1", "-q", &b.ip]).is_ok()
+            && run_in(&b.ns, &["ping", "-c1", "-W1", "-q", &a.ip]).is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(format!("no ping between {} and {} through the switch", a.ip, b.ip))
+}
+
+pub fn measure(m: Measure, a: &Host, b: &Host, secs: f64, quick: bool) -> Res<Metrics> {
+    match m {
+        Measure::Tcp { streams } => tcp(a, b, streams, secs),
+        Measure::Pps { size, sources } => pps(a, b, size, sources, secs),
+        Measure::Latency => latency(a, b, if quick { 100 } else { 200 }),
+    }
+}
+
+fn metrics(pairs: &[(&str, f64)]) -> Metrics {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+fn tcp(a: &Host, b: &Host, streams: usize, secs: f64) -> Res<Metrics> {
+    let _server = spawn_in(&b.ns, &["iperf3", "-s", "-1"])?;
+    crate::sys::sleep(Duration::from_millis(300))?;
+    let t = format!("{}", secs.ceil() as u64);
+    let limit = format!("{}", secs.ceil() as u64 + 10);
+    let p = streams.to_string();
+    // A switch that stalls TCP (OVS userspace with offloads on) must not stall the run.
+    let out = run_in(&a.ns, &["timeout", &limit, "iperf3", "-c", &b.ip, "-t", &t, "-P", &p, "-J"]);
+    let v: serde_json::Value = match out {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("iperf3 printed no JSON: {e}"))?,
+        Err(_) => return Ok(metrics(&[("gbps", 0.0), ("retransmits", 0.0)])),
+    };
+    let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+    let retr = v["end"]["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0);
+    Ok(metrics(&[("gbps", gbps), ("retransmits", retr)]))
+}
+
+fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dst = &b.mac;
+    let (tx0, rx0) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
+    let t0 = std::time::Instant::now();
+    run_in(
+        &a.ns,
+        &[
+            me.to_str().expect("utf-8 path"),
+            "gen",
+            &a.iface,
+            dst,
+            "--sources",
+            &sources.to_string(),
+            "--size",
+            &(size - 4).to_string(), // the FCS is the NIC's
+            "--secs",
+            &secs.to_string(),
+        ],
+    )?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    crate::sys::sleep(Duration::from_millis(300))?; // let the switch drain
+    let (tx1, rx1) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
+    let offered = (tx1 - tx0) as f64 / elapsed / 1e3;
+    let forwarded = (rx1 - rx0) as f64 / elapsed / 1e3;
+    let loss = if tx1 > tx0 { 100.0 * (1.0 - (rx1 - rx0) as f64 / (tx1 - tx0) as f64).max(0.0) } else { 0.0 };
+    Ok(metrics(&[("offered_kpps", offered), ("forwarded_kpps", forwarded), ("loss_pct", loss)]))
+}
+
+fn latency(a: &Host, b: &Host, count: usize) -> Res<Metrics> {
+    // Pings 10 ms apart: light load; 200 of them give a p99.
+    let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", &b.ip])?;
+    let mut rtts: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").trim().parse().ok())
+        .collect();
+    if rtts.is_empty() {
+        return Err("no ping replies".into());
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtts[((rtts.len() as f64 * p).ceil() as usize).clamp(1, rtts.len()) - 1];
+    Ok(metrics(&[("p50_ms", pct(0.50)), ("p99_ms", pct(0.99)), ("max_ms", *rtts.last().expect("not empty"))]))
+}

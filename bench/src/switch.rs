@@ -1,0 +1,265 @@
+//! The switches under test, attached to a topology's ports and detached again (on drop, so
+//! also on failure or Ctrl-C): vswitch as a real daemon process, the Linux bridge, and Open
+//! vSwitch's userspace datapath from a private ovsdb-server/ovs-vswitchd this run starts.
+
+use crate::sys::{run, Res};
+use crate::topo::Host;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    /// The baseline every ratio is against.
+    Bridge,
+    /// `workers` 0: the daemon's default. `traced`: with `vswitch trace` of every frame running.
+    Vswitch {
+        workers: usize,
+        traced: bool,
+    },
+    Ovs,
+}
+
+impl Switch {
+    pub fn name(self) -> String {
+        match self {
+            Switch::Bridge => "bridge".into(),
+            Switch::Vswitch { workers: 0, traced: false } => "vswitch".into(),
+            Switch::Vswitch { workers: 0, traced: true } => "vswitch+trace".into(),
+            Switch::Vswitch { workers, .. } => format!("vswitch/{workers}w"),
+            Switch::Ovs => "ovs".into(),
+        }
+    }
+}
+
+/// What the switches need for a whole run: vswitch's binary, a scratch directory, OVS.
+pub struct Lab {
+    pub vswitch: PathBuf,
+    pub dir: PathBuf,
+    pub ovs: Option<Ovs>,
+    tag: String,
+}
+
+impl Lab {
+    pub fn new(vswitch: PathBuf, with_ovs: bool) -> Res<Lab> {
+        let tag = format!("{}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("vswitch-bench-{tag}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let ovs = if with_ovs { Some(Ovs::start(&dir.join("ovs"))?) } else { None };
+        Ok(Lab { vswitch, dir, ovs, tag })
+    }
+
+    /// Attach `sw` to the ports of `hosts`.
+    pub fn attach(&self, sw: Switch, hosts: &[Host]) -> Res<Attached<'_>> {
+        let ports: Vec<&str> = hosts.iter().map(|h| h.port.as_str()).collect();
+        let mut a = Attached { lab: self, sw, daemon: None, tracer: None };
+        match sw {
+            Switch::Bridge => {
+                let br = self.bridge_name();
+                run(&["ip", "link", "add", &br, "type", "bridge"])?;
+                run(&["ip", "link", "set", &br, "up"])?;
+                for p in &ports {
+                    run(&["ip", "link", "set", p, "master", &br])?;
+                }
+            }
+            Switch::Vswitch { workers, traced } => {
+                a.daemon = Some(self.start_vswitch(workers)?);
+                self.vs(&["network", "create", "bench", "--max-learned", "4000000"])?;
+                for p in &ports {
+                    self.vs(&["network", "connect", "bench", p])?;
+                }
+                if traced {
+                    a.tracer = Some(self.start_trace()?);
+                }
+            }
+            Switch::Ovs => {
+                let ovs = self.ovs.as_ref().ok_or("Open vSwitch is not running")?;
+                let br = self.ovs_bridge_name();
+                ovs.vsctl(&["add-br", &br, "--", "set", "bridge", &br, "datapath_type=netdev"])?;
+                for p in &ports {
+                    ovs.vsctl(&["add-port", &br, p])?;
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    fn bridge_name(&self) -> String {
+        format!("vbn{}br", self.tag)
+    }
+
+    fn ovs_bridge_name(&self) -> String {
+        format!("vbn{}ov", self.tag)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("vswitch.sock")
+    }
+
+    fn start_vswitch(&self, workers: usize) -> Res<Child> {
+        let log = std::fs::File::create(self.dir.join("vswitch.log")).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.vswitch);
+        cmd.arg("--socket").arg(self.socket()).arg("daemon").arg("--state-dir").arg(self.dir.join("state"));
+        if workers > 0 {
+            cmd.args(["--workers", &workers.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.vswitch.display()))?;
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return Ok(child);
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("vswitch.log")).unwrap_or_default();
+                return Err(format!("vswitch daemon exited with {st}: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        Err("vswitch daemon did not answer within 10 s".into())
+    }
+
+    /// `vswitch trace` of the whole network into a file, as a user debugging it would run.
+    fn start_trace(&self) -> Res<Child> {
+        let log = std::fs::File::create(self.dir.join("trace.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&self.vswitch)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["trace", "bench", "-w"])
+            .arg(self.dir.join("trace.pcapng"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start vswitch trace: {e}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(child)
+    }
+
+    fn vs(&self, args: &[&str]) -> Res<String> {
+        let mut full = vec![self.vswitch.to_str().expect("utf-8 path"), "--socket"];
+        let sock = self.socket();
+        full.push(sock.to_str().expect("utf-8 path"));
+        full.extend_from_slice(args);
+        run(&full)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.ovs = None; // stops OVS before its directory goes
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A switch attached to a topology; detached on drop.
+pub struct Attached<'a> {
+    lab: &'a Lab,
+    sw: Switch,
+    daemon: Option<Child>,
+    tracer: Option<Child>,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        match self.sw {
+            Switch::Bridge => {
+                let _ = run(&["ip", "link", "del", &self.lab.bridge_name()]);
+            }
+            Switch::Vswitch { .. } => {
+                if let Some(mut t) = self.tracer.take() {
+                    unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
+                    let _ = t.wait();
+                    let _ = std::fs::remove_file(self.lab.dir.join("trace.pcapng"));
+                }
+                if let Some(mut c) = self.daemon.take() {
+                    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                    let _ = c.wait();
+                }
+                let _ = std::fs::remove_dir_all(self.lab.dir.join("state"));
+            }
+            Switch::Ovs => {
+                if let Some(o) = &self.lab.ovs {
+                    let _ = o.vsctl(&["--if-exists", "del-br", &self.lab.ovs_bridge_name()]);
+                }
+            }
+        }
+    }
+}
+
+/// A private Open vSwitch: its own database, run and log directories, never the system's.
+pub struct Ovs {
+    dir: PathBuf,
+}
+
+impl Ovs {
+    fn start(dir: &Path) -> Res<Ovs> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let o = Ovs { dir: dir.to_path_buf() };
+        let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let schema = "/usr/share/openvswitch/vswitch.ovsschema";
+        o.cmd("ovsdb-tool", &["create", &d("conf.db"), schema])?;
+        o.cmd(
+            "ovsdb-server",
+            &[
+                &d("conf.db"),
+                &format!("--remote=punix:{}", d("db.sock")),
+                &format!("--pidfile={}", d("ovsdb.pid")),
+                &format!("--log-file={}", d("ovsdb.log")),
+                "--detach",
+            ],
+        )?;
+        o.vsctl(&["--no-wait", "init"])?;
+        o.cmd(
+            "ovs-vswitchd",
+            &[
+                &format!("unix:{}", d("db.sock")),
+                &format!("--pidfile={}", d("vswitchd.pid")),
+                &format!("--log-file={}", d("vswitchd.log")),
+                "--detach",
+            ],
+        )?;
+        Ok(o)
+    }
+
+    /// An OVS tool with this instance's directories in its environment.
+    fn cmd(&self, tool: &str, args: &[&str]) -> Res<String> {
+        let out = Command::new(tool)
+            .args(args)
+            .envs(["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"].map(|k| (k, &self.dir)))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {tool}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("`{tool} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn vsctl(&self, args: &[&str]) -> Res<String> {
+        let db = format!("--db=unix:{}", self.dir.join("db.sock").display());
+        let mut full = vec![db.as_str(), "--timeout=10"];
+        full.extend_from_slice(args);
+        self.cmd("ovs-vsctl", &full)
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        for pid in ["vswitchd.pid", "ovsdb.pid"] {
+            if let Ok(p) = std::fs::read_to_string(self.dir.join(pid)) {
+                if let Ok(p) = p.trim().parse::<i32>() {
+                    unsafe { libc::kill(p, libc::SIGTERM) };
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,54 @@
+//! `vswitch bench` end to end, kept short: one quick latency round against the Linux bridge,
+//! its JSON, and that it leaves no namespace or interface behind.
+
+use std::process::Command;
+use vswitch_integration::*;
+
+fn leftovers() -> String {
+    let ns = sh(&["ip", "netns", "list"]);
+    let links = sh(&["ip", "-o", "link", "show"]);
+    ns.lines()
+        .chain(links.lines())
+        .filter(|l| l.contains("vsbench-") || l.contains("vbn"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn quick_latency_round_writes_json_and_cleans_up() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.json");
+    let chart = dir.path().join("results.svg");
+    let out = Command::new(vswitch_bin())
+        .args(["bench", "--quick", "--only", "latency", "--no-ovs", "--json"])
+        .arg(&json)
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| ping | vswitch |"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1, "{v}");
+    let samples = v["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "bridge and vswitch, one round: {v}");
+    for s in samples {
+        let p50 = s["metrics"]["p50_ms"].as_f64().unwrap_or(0.0);
+        assert!(p50 > 0.0 && p50 < 50.0, "{s}");
+    }
+    let rtt = v["targets"].as_array().unwrap().iter().find(|t| t["figure"].as_str().unwrap().contains("RTT")).unwrap();
+    assert!(rtt["result"].as_f64().unwrap() > 0.0, "{rtt}");
+    assert!(std::fs::read_to_string(&chart).unwrap().starts_with("<svg"), "no chart");
+    assert_eq!(leftovers(), "", "the bench left namespaces or interfaces behind");
+}
+
+#[test]
+fn bench_says_what_is_wrong() {
+    let out = Command::new(vswitch_bin()).args(["bench", "--only", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
+    let out = Command::new(vswitch_bin()).args(["bench", "--secs", "0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--secs 0"), "{}", String::from_utf8_lossy(&out.stderr));
+}
