@@ -6,6 +6,8 @@
 
 use crate::sys::Res;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use vswitch::netdev::setsockopt;
 use std::time::{Duration, Instant};
 
 const SLOT: usize = 2048;
@@ -15,23 +17,6 @@ const DATA_OFF: usize = 32;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
-
-fn sockopt<T>(fd: i32, name: i32, v: &T, what: &str) -> io::Result<()> {
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            name,
-            v as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
-    }
-    Ok(())
-}
 
 /// Source MAC number `i`: 0e:00:00 and 24 bits (locally administered, unicast).
 pub fn source_mac(i: u32) -> [u8; 6] {
@@ -48,19 +33,22 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64)
     if ifindex == 0 {
         return Err(format!("no interface {iface}"));
     }
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if raw < 0 {
         return Err(err(io::Error::last_os_error()));
     }
-    sockopt(fd, libc::PACKET_VERSION, &(libc::tpacket_versions::TPACKET_V2 as i32), "PACKET_VERSION").map_err(err)?;
-    sockopt(fd, 20 /* PACKET_QDISC_BYPASS */, &1i32, "PACKET_QDISC_BYPASS").map_err(err)?;
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = sock.as_raw_fd();
+    let v2 = libc::tpacket_versions::TPACKET_V2 as i32;
+    setsockopt(&sock, libc::SOL_PACKET, libc::PACKET_VERSION, &v2, "PACKET_VERSION").map_err(err)?;
+    setsockopt(&sock, libc::SOL_PACKET, 20 /* PACKET_QDISC_BYPASS */, &1i32, "PACKET_QDISC_BYPASS").map_err(err)?;
     let req = libc::tpacket_req {
         tp_block_size: (SLOT * 16) as u32,
         tp_block_nr: (SLOTS / 16) as u32,
         tp_frame_size: SLOT as u32,
         tp_frame_nr: SLOTS as u32,
     };
-    sockopt(fd, libc::PACKET_TX_RING, &req, "PACKET_TX_RING").map_err(err)?;
+    setsockopt(&sock, libc::SOL_PACKET, libc::PACKET_TX_RING, &req, "PACKET_TX_RING").map_err(err)?;
     let len = SLOT * SLOTS;
     let ring =
         unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
@@ -117,9 +105,6 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64)
             }
         }
     }
-    unsafe {
-        libc::munmap(ring as *mut libc::c_void, len);
-        libc::close(fd);
-    }
+    unsafe { libc::munmap(ring as *mut libc::c_void, len) };
     Ok(sent)
 }
