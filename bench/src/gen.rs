@@ -7,8 +7,8 @@
 use crate::sys::Res;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use vswitch::netdev::setsockopt;
 use std::time::{Duration, Instant};
+use vswitch::netdev::setsockopt;
 
 const SLOT: usize = 2048;
 const SLOTS: usize = 1024;

@@ -3,6 +3,7 @@
 //! network namespaces of its own and removes again, also on Ctrl-C or a failure.
 
 mod gen;
+mod relay;
 mod report;
 mod scenario;
 mod switch;
@@ -58,6 +59,12 @@ struct Args {
     /// The vswitch binary to measure [default: the one beside this program].
     #[arg(long, value_name = "PATH")]
     vswitch: Option<PathBuf>,
+    /// Measure nothing: print the report of an earlier run's --json file (and draw --chart).
+    #[arg(long, value_name = "FILE.json")]
+    from: Option<PathBuf>,
+    /// Also measure this other vswitch build (say, the one before a change), as `baseline`.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +81,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
     },
+    /// (internal) relay frames between two TAP devices
+    #[command(hide = true)]
+    TapRelay { a: String, b: String },
 }
 
 fn main() {
@@ -82,6 +92,7 @@ fn main() {
         Some(Cmd::Gen { ref iface, ref dst, sources, size, secs }) => {
             parse_mac(dst).and_then(|d| gen::generate(iface, d, sources.max(1), size, secs)).map(|n| println!("{n}"))
         }
+        Some(Cmd::TapRelay { ref a, ref b }) => relay::relay(a, b),
         None => bench(args),
     };
     if let Err(e) = r {
@@ -96,6 +107,9 @@ fn parse_mac(s: &str) -> Res<[u8; 6]> {
 }
 
 fn bench(args: Args) -> Res<()> {
+    if let Some(path) = &args.from {
+        return report_from(path, args.chart.as_deref());
+    }
     if unsafe { libc::geteuid() } != 0 {
         return Err(
             "vswitch bench needs root: it creates network namespaces and runs switches (try: sudo vswitch bench)"
@@ -122,7 +136,8 @@ fn bench(args: Args) -> Res<()> {
         _ => "",
     };
     let scenarios = if args.only.is_empty() {
-        let mut all = vec![Scenario::Tcp, Scenario::Pps, Scenario::Latency, Scenario::Scale, Scenario::Workers];
+        let mut all =
+            vec![Scenario::Tcp, Scenario::TcpTap, Scenario::Pps, Scenario::Latency, Scenario::Scale, Scenario::Workers];
         if !args.quick {
             all.push(Scenario::Trace);
         }
@@ -135,15 +150,19 @@ fn bench(args: Args) -> Res<()> {
     if !(0.5..=600.0).contains(&secs) {
         return Err(format!("--secs {secs}: use 0.5 to 600 seconds"));
     }
-    let cases = scenario::plan(&scenarios, args.quick, with_ovs);
+    if let Some(b) = args.baseline.as_ref().filter(|b| !b.is_file()) {
+        return Err(format!("--baseline {}: no such file", b.display()));
+    }
+    let cases = scenario::plan(&scenarios, args.quick, with_ovs, args.baseline.is_some());
     sys::catch_interrupts();
     if !ovs_note.is_empty() {
         eprintln!("note: {ovs_note}");
     }
 
-    let lab = switch::Lab::new(vswitch, with_ovs)?;
+    let lab = switch::Lab::new(vswitch, args.baseline.clone(), with_ovs)?;
     let hosts = cases.iter().map(|c| c.hosts).max().unwrap_or(2);
     let topo = topo::Topology::new(hosts)?;
+    let tap_topo = if cases.iter().any(|c| c.tap) { Some(topo::Topology::bare(2)?) } else { None };
     let total: usize = rounds * cases.iter().map(|c| c.switches.len()).sum::<usize>();
     let mut progress = Progress { done: 0, total, tty: std::io::stderr().is_terminal() };
     let mut samples = Vec::new();
@@ -153,9 +172,12 @@ fn bench(args: Args) -> Res<()> {
                 sys::check_interrupted()?;
                 progress.step(&format!("round {round}/{rounds} · {:?} {} · {}", c.scenario, c.name, sw.name()));
                 let measured = (|| {
-                    let _attached = lab.attach(sw, &topo.hosts[..c.hosts])?;
-                    scenario::warm_up(&topo.hosts[0], &topo.hosts[1])?;
-                    scenario::measure(c.measure, &topo.hosts[0], &topo.hosts[1], secs, args.quick)
+                    let (hosts, _attached) = match &tap_topo {
+                        Some(t) if c.tap => (&t.hosts[..], lab.attach_taps(sw, &t.hosts)?),
+                        _ => (&topo.hosts[..c.hosts], lab.attach(sw, &topo.hosts[..c.hosts])?),
+                    };
+                    scenario::warm_up(&hosts[0], &hosts[1])?;
+                    scenario::measure(c.measure, &hosts[0], &hosts[1], secs, args.quick)
                 })();
                 sys::check_interrupted()?;
                 let (metrics, error) = match measured {
@@ -177,6 +199,7 @@ fn bench(args: Args) -> Res<()> {
         }
     }
     progress.finish();
+    drop(tap_topo);
     drop(topo);
     drop(lab);
 
@@ -206,6 +229,24 @@ fn bench(args: Args) -> Res<()> {
     if let Some(path) = &args.chart {
         std::fs::write(path, report::svg(&cases, &sums))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Print (and chart) the report of an earlier run from its JSON.
+fn report_from(path: &std::path::Path, chart: Option<&std::path::Path>) -> Res<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bad = |e: serde_json::Error| format!("{} is not a vswitch bench --json file: {e}", path.display());
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    let cases: Vec<scenario::Case> = serde_json::from_value(v["cases"].clone()).map_err(bad)?;
+    let samples: Vec<Sample> = serde_json::from_value(v["samples"].clone()).map_err(bad)?;
+    let sums = report::summarize(&cases, &samples);
+    println!("## vswitch bench: {} round(s), {} s per measurement, medians\n", v["rounds"], v["secs"]);
+    println!("{}", v["machine"]);
+    print!("{}", report::tables(&sums, &samples));
+    print!("{}", report::targets_table(&report::targets(&sums)));
+    if let Some(c) = chart {
+        std::fs::write(c, report::svg(&cases, &sums)).map_err(|e| format!("cannot write {}: {e}", c.display()))?;
     }
     Ok(())
 }

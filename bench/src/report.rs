@@ -2,10 +2,10 @@
 //! the targets we hold ourselves to, tables for people, JSON for scripts, an SVG chart.
 
 use crate::scenario::{Case, Metrics, Scenario};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Sample {
     pub scenario: Scenario,
     pub case: String,
@@ -16,7 +16,7 @@ pub struct Sample {
     pub error: Option<String>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Summary {
     pub scenario: Scenario,
     pub case: String,
@@ -128,7 +128,7 @@ pub fn scenario_name(s: Scenario) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Target {
     pub figure: String,
     pub target: String,
@@ -197,12 +197,14 @@ pub fn machine() -> serde_json::Value {
     })
 }
 
-const COLORS: [(&str, &str); 5] = [
+const COLORS: [(&str, &str); 7] = [
     ("bridge", "#8c8c8c"),
     ("vswitch", "#1f77b4"),
     ("ovs", "#d62728"),
     ("vswitch/1w", "#6baed6"),
     ("vswitch+trace", "#9467bd"),
+    ("vswitch/2w", "#08519c"),
+    ("baseline", "#ff7f0e"),
 ];
 
 /// Grouped bars, one group per case, one bar per switch: its primary figure as a ratio to
@@ -213,8 +215,17 @@ pub fn svg(cases: &[Case], sums: &[Summary]) -> String {
         .iter()
         .map(|c| (c, sums.iter().filter(|s| s.scenario == c.scenario && s.case == c.name).collect()))
         .collect();
-    let max = sums.iter().filter_map(|s| s.vs_bridge).fold(1.0f64, f64::max).max(1.2) * 1.1;
-    let width = left + groups.iter().map(|(_, s)| s.len() as f64 * bar + gap).sum::<f64>() + 20.0;
+    // What a bar shows: the ratio, inverted where less is better, so higher is always better.
+    let shown = |c: &Case, s: &Summary| {
+        let r = s.vs_bridge.unwrap_or(0.0);
+        if c.measure.primary().1 || r == 0.0 {
+            r
+        } else {
+            1.0 / r
+        }
+    };
+    let max = groups.iter().flat_map(|(c, bars)| bars.iter().map(|b| shown(c, b))).fold(1.2f64, f64::max) * 1.1;
+    let width = left + groups.iter().map(|(_, s)| s.len() as f64 * bar + gap).sum::<f64>() + 120.0;
     let y = |r: f64| top + h - r / max * h;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"10\">\n\
@@ -236,10 +247,10 @@ pub fn svg(cases: &[Case], sums: &[Summary]) -> String {
     }
     let mut x = left + gap / 2.0;
     for (c, bars) in &groups {
-        let (primary, higher_better) = c.measure.primary();
+        let (primary, _) = c.measure.primary();
         let gx = x;
         for b in bars {
-            let r = b.vs_bridge.map(|r| if higher_better || r == 0.0 { r } else { 1.0 / r }).unwrap_or(0.0);
+            let r = shown(c, b);
             let color = COLORS.iter().find(|(n, _)| *n == b.switch).map_or("#2ca02c", |(_, c)| c);
             let _ = writeln!(
                 s,
@@ -286,7 +297,7 @@ pub fn svg(cases: &[Case], sums: &[Summary]) -> String {
             lx + 14.0,
             top + h + 99.0
         );
-        lx += 90.0;
+        lx += 110.0;
     }
     s.push_str("</svg>\n");
     s

@@ -5,15 +5,17 @@
 use crate::switch::Switch;
 use crate::sys::{counter, run_in, spawn_in, Res};
 use crate::topo::Host;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// iperf3 TCP, 1 and 4 streams, default offloads: Gbit/s and retransmits
     Tcp,
+    /// iperf3 TCP between namespaces whose interfaces are TAP devices of the switch
+    TcpTap,
     /// 64- and 1518-byte frames at full rate: offered and forwarded frames per second
     Pps,
     /// ping round trips under light load: p50, p99, max
@@ -26,7 +28,7 @@ pub enum Scenario {
     Trace,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Measure {
     Tcp {
@@ -51,18 +53,24 @@ impl Measure {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Case {
     pub scenario: Scenario,
     pub name: String,
     pub measure: Measure,
     pub hosts: usize,
+    /// The hosts' interfaces are TAP devices (else veth pairs).
+    #[serde(default)]
+    pub tap: bool,
     pub switches: Vec<Switch>,
 }
 
-pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool) -> Vec<Case> {
+pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> Vec<Case> {
     let vswitch = Switch::Vswitch { workers: 0, traced: false };
     let mut standard = vec![Switch::Bridge, vswitch];
+    if baseline {
+        standard.push(Switch::Baseline);
+    }
     if ovs {
         standard.push(Switch::Ovs);
     }
@@ -71,6 +79,7 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool) -> Vec<Case> {
         name: name.into(),
         measure,
         hosts,
+        tap: false,
         switches: switches.to_vec(),
     };
     let mut cases = Vec::new();
@@ -82,6 +91,11 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool) -> Vec<Case> {
                     let name = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
                     cases.push(case(s, &name, Measure::Tcp { streams }, 2, &standard));
                 }
+            }
+            Scenario::TcpTap => {
+                let mut c = case(s, "1 stream", Measure::Tcp { streams: 1 }, 2, &[Switch::Bridge, vswitch]);
+                c.tap = true;
+                cases.push(c);
             }
             Scenario::Pps => {
                 for size in if quick { &[64][..] } else { &[64, 1518] } {
@@ -156,7 +170,7 @@ fn tcp(a: &Host, b: &Host, streams: usize, secs: f64) -> Res<Metrics> {
     let _server = spawn_in(&b.ns, &["iperf3", "-s", "-1"])?;
     crate::sys::sleep(Duration::from_millis(300))?;
     let t = format!("{}", secs.ceil() as u64);
-    let limit = format!("{}", secs.ceil() as u64 + 10);
+    let limit = format!("{}", secs.ceil() as u64 + 4);
     let p = streams.to_string();
     // A switch that stalls TCP (OVS userspace with offloads on) must not stall the run.
     let out = run_in(&a.ns, &["timeout", &limit, "iperf3", "-c", &b.ip, "-t", &t, "-P", &p, "-J"]);

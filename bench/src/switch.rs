@@ -2,14 +2,14 @@
 //! also on failure or Ctrl-C): vswitch as a real daemon process, the Linux bridge, and Open
 //! vSwitch's userspace datapath from a private ovsdb-server/ovs-vswitchd this run starts.
 
-use crate::sys::{run, Res};
-use crate::topo::Host;
-use serde::Serialize;
+use crate::sys::{run, ChildGuard, Res};
+use crate::topo::{Host, Topology};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Switch {
     /// The baseline every ratio is against.
@@ -19,6 +19,8 @@ pub enum Switch {
         workers: usize,
         traced: bool,
     },
+    /// Another vswitch build (`--baseline`), to compare two builds side by side.
+    Baseline,
     Ovs,
 }
 
@@ -29,6 +31,7 @@ impl Switch {
             Switch::Vswitch { workers: 0, traced: false } => "vswitch".into(),
             Switch::Vswitch { workers: 0, traced: true } => "vswitch+trace".into(),
             Switch::Vswitch { workers, .. } => format!("vswitch/{workers}w"),
+            Switch::Baseline => "baseline".into(),
             Switch::Ovs => "ovs".into(),
         }
     }
@@ -37,24 +40,25 @@ impl Switch {
 /// What the switches need for a whole run: vswitch's binary, a scratch directory, OVS.
 pub struct Lab {
     pub vswitch: PathBuf,
+    pub baseline: Option<PathBuf>,
     pub dir: PathBuf,
     pub ovs: Option<Ovs>,
     tag: String,
 }
 
 impl Lab {
-    pub fn new(vswitch: PathBuf, with_ovs: bool) -> Res<Lab> {
+    pub fn new(vswitch: PathBuf, baseline: Option<PathBuf>, with_ovs: bool) -> Res<Lab> {
         let tag = format!("{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("vswitch-bench-{tag}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let ovs = if with_ovs { Some(Ovs::start(&dir.join("ovs"))?) } else { None };
-        Ok(Lab { vswitch, dir, ovs, tag })
+        Ok(Lab { vswitch, baseline, dir, ovs, tag })
     }
 
     /// Attach `sw` to the ports of `hosts`.
     pub fn attach(&self, sw: Switch, hosts: &[Host]) -> Res<Attached<'_>> {
         let ports: Vec<&str> = hosts.iter().map(|h| h.port.as_str()).collect();
-        let mut a = Attached { lab: self, sw, daemon: None, tracer: None };
+        let mut a = Attached { lab: self, sw, daemon: None, tracer: None, relays: Vec::new() };
         match sw {
             Switch::Bridge => {
                 let br = self.bridge_name();
@@ -65,14 +69,14 @@ impl Lab {
                 }
             }
             Switch::Vswitch { workers, traced } => {
-                a.daemon = Some(self.start_vswitch(workers)?);
-                self.vs(&["network", "create", "bench", "--max-learned", "4000000"])?;
-                for p in &ports {
-                    self.vs(&["network", "connect", "bench", p])?;
-                }
+                a.daemon = Some(self.start_vswitch(&self.vswitch, workers, &ports)?);
                 if traced {
                     a.tracer = Some(self.start_trace()?);
                 }
+            }
+            Switch::Baseline => {
+                let bin = self.baseline.as_ref().ok_or("no --baseline build given")?;
+                a.daemon = Some(self.start_vswitch(bin, 0, &ports)?);
             }
             Switch::Ovs => {
                 let ovs = self.ovs.as_ref().ok_or("Open vSwitch is not running")?;
@@ -82,6 +86,48 @@ impl Lab {
                     ovs.vsctl(&["add-port", &br, p])?;
                 }
             }
+        }
+        Ok(a)
+    }
+
+    /// Attach `sw` to bare hosts through TAP devices that end up inside them: vswitch opens
+    /// them as TAP ports; the bridge gets each through a relay (see relay.rs).
+    pub fn attach_taps(&self, sw: Switch, hosts: &[Host]) -> Res<Attached<'_>> {
+        let mut a = Attached { lab: self, sw, daemon: None, tracer: None, relays: Vec::new() };
+        match sw {
+            Switch::Vswitch { workers, .. } => {
+                a.daemon = Some(self.start_vswitch(&self.vswitch, workers, &[])?);
+                for h in hosts {
+                    self.vs(&self.vswitch, &["network", "connect", "bench", "--tap", &h.iface])?;
+                    Topology::place(h)?;
+                }
+            }
+            Switch::Bridge => {
+                let br = self.bridge_name();
+                run(&["ip", "link", "add", &br, "type", "bridge"])?;
+                run(&["ip", "link", "set", &br, "up"])?;
+                let me = std::env::current_exe().map_err(|e| e.to_string())?;
+                for h in hosts {
+                    let mut c = Command::new(&me)
+                        .args(["tap-relay", &h.port, &h.iface])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| format!("cannot start the TAP relay: {e}"))?;
+                    let mut ready = String::new();
+                    let out = c.stdout.take().expect("piped");
+                    a.relays.push(ChildGuard(c));
+                    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)
+                        .map_err(|e| e.to_string())?;
+                    if ready.trim() != "ready" {
+                        return Err(format!("the TAP relay for {} did not start", h.iface));
+                    }
+                    run(&["ip", "link", "set", &h.port, "master", &br])?;
+                    run(&["ip", "link", "set", &h.port, "up"])?;
+                    Topology::place(h)?;
+                }
+            }
+            _ => return Err(format!("{} has no TAP setup in this benchmark", sw.name())),
         }
         Ok(a)
     }
@@ -98,9 +144,27 @@ impl Lab {
         self.dir.join("vswitch.sock")
     }
 
-    fn start_vswitch(&self, workers: usize) -> Res<Child> {
+    /// Start the daemon `bin` and put `ports` on one network.
+    fn start_vswitch(&self, bin: &Path, workers: usize, ports: &[&str]) -> Res<Child> {
+        let mut child = self.spawn_daemon(bin, workers)?;
+        let setup = (|| {
+            self.vs(bin, &["network", "create", "bench", "--max-learned", "4000000"])?;
+            for p in ports {
+                self.vs(bin, &["network", "connect", "bench", p])?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(child)
+    }
+
+    fn spawn_daemon(&self, bin: &Path, workers: usize) -> Res<Child> {
         let log = std::fs::File::create(self.dir.join("vswitch.log")).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&self.vswitch);
+        let mut cmd = Command::new(bin);
         cmd.arg("--socket").arg(self.socket()).arg("daemon").arg("--state-dir").arg(self.dir.join("state"));
         if workers > 0 {
             cmd.args(["--workers", &workers.to_string()]);
@@ -110,7 +174,7 @@ impl Lab {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.vswitch.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
@@ -143,8 +207,8 @@ impl Lab {
         Ok(child)
     }
 
-    fn vs(&self, args: &[&str]) -> Res<String> {
-        let mut full = vec![self.vswitch.to_str().expect("utf-8 path"), "--socket"];
+    fn vs(&self, bin: &Path, args: &[&str]) -> Res<String> {
+        let mut full = vec![bin.to_str().expect("utf-8 path"), "--socket"];
         let sock = self.socket();
         full.push(sock.to_str().expect("utf-8 path"));
         full.extend_from_slice(args);
@@ -165,6 +229,8 @@ pub struct Attached<'a> {
     sw: Switch,
     daemon: Option<Child>,
     tracer: Option<Child>,
+    /// The bridge's TAP relays (tcp-tap); their TAP devices go with them.
+    relays: Vec<ChildGuard>,
 }
 
 impl Drop for Attached<'_> {
@@ -172,8 +238,9 @@ impl Drop for Attached<'_> {
         match self.sw {
             Switch::Bridge => {
                 let _ = run(&["ip", "link", "del", &self.lab.bridge_name()]);
+                self.relays.clear();
             }
-            Switch::Vswitch { .. } => {
+            Switch::Vswitch { .. } | Switch::Baseline => {
                 if let Some(mut t) = self.tracer.take() {
                     unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
                     let _ = t.wait();

@@ -49,6 +49,37 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// `n` hosts with no interface yet but loopback: their interface is a TAP device a
+    /// switch (or the bridge's relay) creates at attach time, named `iface`, moved in.
+    pub fn bare(n: usize) -> Res<Topology> {
+        let id = std::process::id() % 100_000;
+        let mut t = Topology { hosts: Vec::with_capacity(n) };
+        for i in 0..n {
+            let ns = format!("vsbench-{id}-t{i}");
+            run(&["ip", "netns", "add", &ns])?;
+            t.hosts.push(Host {
+                ns: ns.clone(),
+                port: format!("vbn{id}o{i}"),
+                iface: format!("vbn{id}t{i}"),
+                ip: format!("10.204.0.{}", i + 1),
+                mac: String::new(),
+            });
+            run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(t)
+    }
+
+    /// Move a bare host's TAP device into its namespace and give it its address.
+    pub fn place(h: &Host) -> Res<()> {
+        run(&["ip", "link", "set", &h.iface, "netns", &h.ns])?;
+        run_in(&h.ns, &["ip", "addr", "add", &format!("{}/16", h.ip), "dev", &h.iface])?;
+        run_in(&h.ns, &["ip", "link", "set", &h.iface, "up"])?;
+        Ok(())
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for h in &self.hosts {

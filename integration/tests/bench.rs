@@ -42,6 +42,11 @@ fn quick_latency_round_writes_json_and_cleans_up() {
     assert!(rtt["result"].as_f64().unwrap() > 0.0, "{rtt}");
     assert!(std::fs::read_to_string(&chart).unwrap().starts_with("<svg"), "no chart");
     assert_eq!(leftovers(), "", "the bench left namespaces or interfaces behind");
+    // The same report again from the JSON, without measuring.
+    let again = Command::new(vswitch_bin()).args(["bench", "--from"]).arg(&json).output().unwrap();
+    let again = String::from_utf8_lossy(&again.stdout);
+    let row = |t: &str| t.lines().find(|l| l.starts_with("| ping | vswitch |")).map(str::to_string);
+    assert_eq!(row(&again), row(&stdout), "{again}");
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub const MAX_PORT_ID: PortId = 0x7fff;
 const STATIC_BIT: u64 = 1 << 15;
 const PORT_MASK: u64 = 0x7fff;
 const WAYS: usize = 8;
+/// Tables of at least this many buckets (1 MB) are prefetched; smaller ones stay in cache.
+const PREFETCH_FROM_BUCKETS: usize = 16384;
 
 #[repr(align(64))]
 struct Bucket {
@@ -107,6 +109,9 @@ impl MacTable {
     /// it, so in a big table the misses overlap instead of following one another.
     #[inline]
     pub fn prefetch(&self, mac: MacAddr, as_source: bool) {
+        if self.buckets.len() < PREFETCH_FROM_BUCKETS {
+            return; // it fits the L2 cache: nothing to hide
+        }
         let bi = self.bucket_of(mac.to_u64());
         prefetch(&self.buckets[bi]);
         if as_source {

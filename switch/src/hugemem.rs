@@ -39,7 +39,9 @@ impl<T: Zeroable> HugeArray<T> {
                 std::ptr::null_mut(),
                 map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                // A small array is faulted in now (no huge pages to wait for): its first
+                // writes on the hot path must not each take a page fault.
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if bytes < HUGE_PAGE { libc::MAP_POPULATE } else { 0 },
                 -1,
                 0,
             )
