@@ -201,3 +201,22 @@ fn explain_agrees_with_the_data_plane() {
     let err = d.fails(&["explain", &net, "--in-port", pa, "--frame", "eth src zz"]);
     assert!(err.contains("invalid MAC address 'zz'"), "{err}");
 }
+
+#[test]
+fn several_traces_at_once_each_with_its_own_filter() {
+    let (d, a, b, net) = two_hosts(2, 6);
+    let (f1, f2) = (d.dir.path().join("req.pcapng"), d.dir.path().join("all-icmp.pcap"));
+    let t1 = d.trace(&[&net, "-w", f1.to_str().unwrap(), "icmp[icmptype] == icmp-echo"]);
+    // The second stops by itself after its duration.
+    let t2 =
+        d.trace(&["--port", &b.veth.host, "--duration", "2", "--format", "pcap", "-w", f2.to_str().unwrap(), "icmp"]);
+    assert!(a.ns.ping(&b.ip, 3));
+    let s2 = t2.wait();
+    let s1 = t1.interrupt();
+    // t1: 3 requests, each seen in on a and out of b. t2: b's port only, requests out and replies in.
+    assert!(s1.contains("6 frames captured"), "{s1}");
+    assert!(s2.contains("6 frames captured"), "{s2}");
+    let td = tcpdump_lines(&f2);
+    assert_eq!(td.iter().filter(|l| l.contains("echo request")).count(), 3, "{td:#?}");
+    assert_eq!(td.iter().filter(|l| l.contains("echo reply")).count(), 3, "{td:#?}");
+}
