@@ -20,6 +20,7 @@ use sys::Res;
 #[derive(Parser)]
 #[command(
     name = "vswitch bench",
+    bin_name = "vswitch bench",
     about = "Measure vswitch beside the Linux bridge and Open vSwitch on this machine",
     long_about = "Measure vswitch beside the Linux bridge and Open vSwitch's userspace datapath on this machine.\n\n\
         Each scenario builds its own hosts (network namespaces joined by veth pairs), attaches each switch \

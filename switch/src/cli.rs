@@ -23,7 +23,10 @@ use std::path::PathBuf;
         vswitch network connect blue veth-a        # an existing interface (AF_PACKET)\n  \
         vswitch network connect blue --tap vm0     # a TAP device, created if missing\n  \
         vswitch fdb blue                           # the MAC table\n  \
-        vswitch stats                              # per-port counters and drops"
+        vswitch stats                              # per-port counters and drops\n  \
+        vswitch trace blue -w blue.pcapng          # capture what crosses the ports\n  \
+        vswitch explain blue --in-port veth-a --frame 'dst ff:ff:ff:ff:ff:ff arp'\n  \
+        sudo vswitch bench --quick                 # measure beside the Linux bridge and OVS"
 )]
 pub struct Cli {
     /// The daemon's control socket.
