@@ -117,7 +117,10 @@ pub fn tables(sums: &[Summary], samples: &[Sample]) -> String {
         }
         let cells: Vec<String> = metrics.iter().map(|m| r.median.get(m).map_or("-".into(), |v| fmt(m, *v))).collect();
         let ratio = r.vs_bridge.map_or("-".into(), |x| format!("{x:.2}x"));
-        let failed = samples.iter().filter(|s| s.case == r.case && s.switch == r.switch && s.error.is_some()).count();
+        let failed = samples
+            .iter()
+            .filter(|s| s.scenario == r.scenario && s.case == r.case && s.switch == r.switch && s.error.is_some())
+            .count();
         let note = if failed > 0 { format!(" ({failed} run(s) failed)") } else { String::new() };
         let _ = writeln!(t, "| {} | {}{note} | {} | {ratio} |", r.case, r.switch, cells.join(" | "));
     }

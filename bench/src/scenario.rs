@@ -168,16 +168,35 @@ fn metrics(pairs: &[(&str, f64)]) -> Metrics {
 
 fn tcp(a: &Host, b: &Host, streams: usize, secs: f64) -> Res<Metrics> {
     let _server = spawn_in(&b.ns, &["iperf3", "-s", "-1"])?;
-    crate::sys::sleep(Duration::from_millis(300))?;
     let t = format!("{}", secs.ceil() as u64);
     let limit = format!("{}", secs.ceil() as u64 + 4);
     let p = streams.to_string();
-    // A switch that stalls TCP (OVS userspace with offloads on) must not stall the run.
-    let out = run_in(&a.ns, &["timeout", &limit, "iperf3", "-c", &b.ip, "-t", &t, "-P", &p, "-J"]);
-    let v: serde_json::Value = match out {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("iperf3 printed no JSON: {e}"))?,
-        Err(_) => return Ok(metrics(&[("gbps", 0.0), ("retransmits", 0.0)])),
+    let args = ["ip", "netns", "exec", &a.ns, "timeout", &limit, "iperf3", "-c", &b.ip, "-t", &t, "-P", &p, "-J"];
+    // The server may still be starting: a refused connection is tried again, for 3 s.
+    let mut tries = 0;
+    let out = loop {
+        crate::sys::sleep(Duration::from_millis(200))?;
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().map_err(|e| e.to_string())?;
+        let refused = String::from_utf8_lossy(&out.stdout).contains("Connection refused");
+        tries += 1;
+        if !(refused && tries < 15) {
+            break out;
+        }
     };
+    // timeout's 124: the transfer stalled (OVS userspace with offloads on does this), a
+    // figure of 0; any other failure is a failed run, not a zero.
+    match out.status.code() {
+        Some(0) => {}
+        Some(124) => return Ok(metrics(&[("gbps", 0.0), ("retransmits", 0.0)])),
+        _ => {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let why =
+                v["error"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into());
+            return Err(format!("iperf3 failed: {why}"));
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 printed no JSON: {e}"))?;
     let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
     let retr = v["end"]["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0);
     Ok(metrics(&[("gbps", gbps), ("retransmits", retr)]))

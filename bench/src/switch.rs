@@ -155,8 +155,7 @@ impl Lab {
             Ok(())
         })();
         if let Err(e) = setup {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+            stop_child(&mut child, libc::SIGTERM);
             return Err(e);
         }
         Ok(child)
@@ -186,14 +185,15 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
+        stop_child(&mut child, libc::SIGKILL);
         Err("vswitch daemon did not answer within 10 s".into())
     }
 
     /// `vswitch trace` of the whole network into a file, as a user debugging it would run.
     fn start_trace(&self) -> Res<Child> {
-        let log = std::fs::File::create(self.dir.join("trace.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&self.vswitch)
+        let log_path = self.dir.join("trace.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut child = Command::new(&self.vswitch)
             .arg("--socket")
             .arg(self.socket())
             .args(["trace", "bench", "-w"])
@@ -203,8 +203,20 @@ impl Lab {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start vswitch trace: {e}"))?;
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(child)
+        // It says "tracing ..." once the daemon has the trace running.
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if said.starts_with("tracing") {
+                return Ok(child);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return Err(format!("vswitch trace did not start: {}", said.trim()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_child(&mut child, libc::SIGKILL);
+        Err("vswitch trace did not start within 5 s".into())
     }
 
     fn vs(&self, bin: &Path, args: &[&str]) -> Res<String> {
@@ -242,13 +254,11 @@ impl Drop for Attached<'_> {
             }
             Switch::Vswitch { .. } | Switch::Baseline => {
                 if let Some(mut t) = self.tracer.take() {
-                    unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
-                    let _ = t.wait();
+                    stop_child(&mut t, libc::SIGINT);
                     let _ = std::fs::remove_file(self.lab.dir.join("trace.pcapng"));
                 }
                 if let Some(mut c) = self.daemon.take() {
-                    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-                    let _ = c.wait();
+                    stop_child(&mut c, libc::SIGTERM);
                 }
                 let _ = std::fs::remove_dir_all(self.lab.dir.join("state"));
             }
@@ -259,6 +269,20 @@ impl Drop for Attached<'_> {
             }
         }
     }
+}
+
+/// Signal a child and reap it; SIGKILL if it has not gone within 5 s (cleanup must end).
+fn stop_child(c: &mut Child, sig: i32) {
+    unsafe { libc::kill(c.id() as i32, sig) };
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 /// A private Open vSwitch: its own database, run and log directories, never the system's.

@@ -42,6 +42,8 @@ pub struct Controller {
     nets: HashMap<String, LiveNet>,
     ports: HashMap<String, LivePort>,
     traces: Vec<Arc<Tracer>>,
+    /// Where the search for a free port id starts.
+    next_port_id: PortId,
 }
 
 type Res = Result<Value, String>;
@@ -74,8 +76,15 @@ impl Controller {
     /// Take over the saved state and bring every network and port back. A port whose
     /// interface is gone is dropped with an error line (and the state saved without it).
     pub fn start(st: State, dir: StateDir, dp: Dataplane) -> Result<Controller, String> {
-        let mut c =
-            Controller { st: State::new(), dir, dp, nets: HashMap::new(), ports: HashMap::new(), traces: Vec::new() };
+        let mut c = Controller {
+            st: State::new(),
+            dir,
+            dp,
+            nets: HashMap::new(),
+            ports: HashMap::new(),
+            traces: Vec::new(),
+            next_port_id: 1,
+        };
         let mut kept = st.clone();
         for net in &st.networks {
             c.add_live_net(&net.name, net.max_learned);
@@ -111,8 +120,14 @@ impl Controller {
 
     /// Open a port's queues and hand them to the workers.
     fn open_port(&mut self, network: &str, iface: &str, kind: PortKind) -> Result<bool, String> {
-        let id =
-            (1..=MAX_PORT_ID).find(|i| !self.ports.values().any(|p| p.id == *i)).ok_or("too many ports (32767)")?;
+        // Ids are handed out in turn, not lowest-free first: a port connected after another
+        // was removed does not take over its id (and so its place in a running trace).
+        let in_use = |i: PortId| self.ports.values().any(|p| p.id == i);
+        let id = (0..MAX_PORT_ID)
+            .map(|k| (self.next_port_id - 1 + k) % MAX_PORT_ID + 1)
+            .find(|&i| !in_use(i))
+            .ok_or("too many ports (32767)")?;
+        self.next_port_id = id % MAX_PORT_ID + 1;
         let opened = port::open(iface, kind, self.dp.workers()).map_err(|e| format!("cannot attach {iface}: {e}"))?;
         let created = opened.created;
         let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));

@@ -59,6 +59,8 @@ struct DryRun<'a> {
     live: &'a MacTable,
     max_learned: usize,
     taught: RefCell<HashMap<MacAddr, PortId>>,
+    /// MACs the frames would add (not moves): they count against the cap.
+    new: std::cell::Cell<usize>,
 }
 
 impl Table for DryRun<'_> {
@@ -69,8 +71,11 @@ impl Table for DryRun<'_> {
             Some((_, true)) => return Learn::Static,
             Some((p, false)) if p == port => return Learn::Known,
             Some(_) => Learn::Moved,
-            None if self.live.learned() + taught.len() >= self.max_learned => return Learn::OverLimit,
-            None => Learn::New,
+            None if self.live.learned() + self.new.get() >= self.max_learned => return Learn::OverLimit,
+            None => {
+                self.new.set(self.new.get() + 1);
+                Learn::New
+            }
         };
         taught.insert(mac, port);
         learn
@@ -87,7 +92,12 @@ fn step(stage: &str, text: String) -> Step {
 
 /// Explain `frames` arriving on port `in_port` of `net`.
 pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> Vec<Explanation> {
-    let dry = DryRun { live: net.table, max_learned: net.max_learned, taught: RefCell::new(HashMap::new()) };
+    let dry = DryRun {
+        live: net.table,
+        max_learned: net.max_learned,
+        taught: RefCell::new(HashMap::new()),
+        new: Default::default(),
+    };
     let name =
         |id: PortId| net.ports.iter().find(|p| p.id == id).map_or_else(|| format!("port{id}"), |p| p.name.clone());
     let inp = net.ports.iter().find(|p| p.id == in_port).expect("the caller checked the ingress port");
@@ -135,6 +145,7 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
                 }
             };
             let mut ports = Vec::new();
+            let out_count = out.len();
             for p in out {
                 if data.len() > p.max_frame {
                     steps.push(step(
@@ -147,6 +158,10 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
                 }
             }
             let outcome = match (d.verdict, ports.len()) {
+                (_, 0) if out_count == 0 => {
+                    steps.push(step("egress", "no other port in the network: nowhere to send it".into()));
+                    Outcome { action: "drop".into(), ports, reason: Some("no_other_port".into()) }
+                }
                 (_, 0) => dropped(Drop::TooBigForEgress, ports),
                 (Verdict::Port(_), _) => Outcome { action: "forward".into(), ports, reason: None },
                 _ => Outcome { action: "flood".into(), ports, reason: None },

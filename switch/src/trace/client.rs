@@ -5,7 +5,6 @@ use super::stream::{Msg, Reader};
 use super::writer::{CaptureWriter, Format};
 use crate::client::connect;
 use crate::protocol::{Request, Response, TraceRequest, TraceStarted};
-use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,20 +32,37 @@ pub struct Summary {
 
 pub fn run(socket: &Path, o: Options) -> Result<Summary, String> {
     let to_stdout = o.output == "-";
-    let out: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
+    // Opened (so an unwritable path fails before anything starts) but not truncated: if the
+    // daemon refuses the trace, a file that was there is left as it was, and only a file
+    // this run created is removed.
+    let existed = to_stdout || Path::new(&o.output).exists();
+    let file = if to_stdout {
+        None
     } else {
-        Box::new(File::create(&o.output).map_err(|e| format!("cannot write {}: {e}", o.output))?)
+        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&o.output);
+        Some(f.map_err(|e| format!("cannot write {}: {e}", o.output))?)
     };
-    let result = trace(socket, &o, BufWriter::with_capacity(256 << 10, out));
-    if result.as_ref().is_err_and(|(started, _)| !started) && !to_stdout {
+    let result = trace(socket, &o, || match file {
+        None => Ok(Box::new(std::io::stdout().lock()) as Box<dyn Write>),
+        Some(f) => {
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                f.set_len(0).map_err(|e| format!("cannot write {}: {e}", o.output))?;
+            }
+            Ok(Box::new(f))
+        }
+    });
+    if result.as_ref().is_err_and(|(started, _)| !started) && !existed {
         let _ = std::fs::remove_file(&o.output); // the trace never started: leave nothing behind
     }
     result.map_err(|(_, e)| e)
 }
 
 /// The trace itself; on error, also whether it had started.
-fn trace(socket: &Path, o: &Options, out: impl Write) -> Result<Summary, (bool, String)> {
+fn trace(
+    socket: &Path,
+    o: &Options,
+    open: impl FnOnce() -> Result<Box<dyn Write>, String>,
+) -> Result<Summary, (bool, String)> {
     let not_started = |e: String| (false, e);
     let mut conn = connect(socket).map_err(not_started)?;
     let mut line = serde_json::to_string(&Request::Trace(o.request.clone())).expect("requests serialize");
@@ -62,16 +78,20 @@ fn trace(socket: &Path, o: &Options, out: impl Write) -> Result<Summary, (bool, 
         Err(e) => return Err(not_started(format!("bad answer from the daemon: {e}"))),
     };
     let started = |e: String| (true, e);
+    let out = BufWriter::with_capacity(256 << 10, open().map_err(started)?);
     // Writing the capture gets only the CPU time forwarding leaves (as the daemon's side
     // does): a trace must not slow the switch down, it drops copies instead.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &libc::sched_param { sched_priority: 0 }) };
+    super::session::idle_priority(true);
     eprintln!("tracing {} (Ctrl-C to stop)", if ports.is_empty() { "(no ports yet)".into() } else { ports.join(", ") });
 
     // A second thread asks the daemon to stop: on Ctrl-C, at the deadline, or when told to.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The first asks the daemon to stop; a second, while that is under way, exits.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).map_err(|e| started(e.to_string()))?;
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| started(e.to_string()))?;
     }
+    let hangup = conn.try_clone().map_err(|e| started(e.to_string()))?;
     let deadline = o.duration.map(|d| Instant::now() + d);
     let stopper = {
         let stop = stop.clone();
@@ -83,34 +103,40 @@ fn trace(socket: &Path, o: &Options, out: impl Write) -> Result<Summary, (bool, 
         })
     };
 
-    let mut w = CaptureWriter::new(out, o.format, o.request.snaplen).map_err(started)?;
-    let mut rd = Reader::new(input);
     let mut written = 0u64;
-    let dropped = loop {
-        // Hand what we have to the reader of the file before waiting for more.
-        if rd.inner().buffer().is_empty() {
-            w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
-        }
-        let msg = rd.read_msg().map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => started("the daemon ended the trace (was it stopped?)".into()),
-            _ => started(format!("reading the trace: {e}")),
-        })?;
-        match msg {
-            Msg::Port { id, name } => w.port(id, name),
-            Msg::Frame { port, dir, ts_ns, orig_len } => {
-                if o.count.is_none_or(|c| written < c) {
-                    w.frame(port, dir, ts_ns, orig_len, &rd.data).map_err(started)?;
-                    written += 1;
-                }
-                if o.count.is_some_and(|c| written >= c) {
-                    stop.store(true, Ordering::Relaxed);
-                }
+    let result = (|| {
+        let mut w = CaptureWriter::new(out, o.format, o.request.snaplen).map_err(started)?;
+        let mut rd = Reader::new(input);
+        let dropped = loop {
+            // Hand what we have to the reader of the file before waiting for more.
+            if rd.inner().buffer().is_empty() {
+                w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
             }
-            Msg::End { dropped, .. } => break dropped,
-        }
-    };
-    w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
+            let msg = rd.read_msg().map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => started("the daemon ended the trace (was it stopped?)".into()),
+                _ => started(format!("reading the trace: {e}")),
+            })?;
+            match msg {
+                Msg::Port { id, name } => w.port(id, name),
+                Msg::Frame { port, dir, ts_ns, orig_len } => {
+                    if o.count.is_none_or(|c| written < c) {
+                        w.frame(port, dir, ts_ns, orig_len, &rd.data).map_err(started)?;
+                        written += 1;
+                    }
+                    if o.count.is_some_and(|c| written >= c) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                Msg::End { dropped, .. } => break dropped,
+            }
+        };
+        w.get_mut().flush().map_err(|e| started(format!("writing the capture: {e}")))?;
+        Ok(dropped)
+    })();
+    // However it ended, the daemon stops streaming: told so, or the connection goes.
     stop.store(true, Ordering::Relaxed);
     let _ = stopper.join();
+    let _ = hangup.shutdown(std::net::Shutdown::Both);
+    let dropped = result?;
     Ok(Summary { ports, captured: written, dropped })
 }

@@ -98,7 +98,8 @@ impl Tracer {
                 dir: Dir::In,
                 ts_ns: 0,
                 orig_len: 0,
-                data: Vec::with_capacity(RECORD_CAPACITY.min(snaplen)),
+                // Grown on first use: a long queue costs memory only as it fills.
+                data: Vec::new(),
             });
         }
         Tracer {

@@ -22,8 +22,9 @@ pub fn run(conn: &UnixStream, ctl: &Mutex<Controller>, req: &TraceRequest) {
     };
     answer(conn, &Response::Ok(serde_json::to_value(TraceStarted { ports }).expect("json")));
     // Streaming gets only the CPU time forwarding leaves: under load, copies are dropped
-    // rather than frames slowed. (Linux applies this to the calling thread only.)
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &libc::sched_param { sched_priority: 0 }) };
+    // rather than frames slowed. Back to normal priority whenever it takes the controller's
+    // lock, so it never holds up the CLI or housekeeping while starved.
+    idle_priority(true);
     let mut s = Streamer { out: BufWriter::with_capacity(256 << 10, conn), announced: HashSet::new(), ctl };
     let streamed: io::Result<()> = (|| loop {
         let mut n = 0;
@@ -36,11 +37,13 @@ pub fn run(conn: &UnixStream, ctl: &Mutex<Controller>, req: &TraceRequest) {
         }
         if n == 0 {
             s.out.flush()?;
-            if client_spoke(conn, 20) {
-                return Ok(()); // "stop", or the client closed its side
-            }
+        }
+        // Between bursts, and while idle up to 20 ms: has the client said stop (or gone)?
+        if client_spoke(conn, if n == 0 { 20 } else { 0 }) {
+            return Ok(());
         }
     })();
+    idle_priority(false);
     ctl.lock().unwrap().stop_trace(&tracer);
     if streamed.is_err() {
         return; // the client is gone
@@ -67,7 +70,9 @@ struct Streamer<'a> {
 impl Streamer<'_> {
     fn send(&mut self, r: &Record) -> io::Result<()> {
         if self.announced.insert(r.port) {
+            idle_priority(false);
             let name = self.ctl.lock().unwrap().port_name(r.port).unwrap_or_else(|| format!("port{}", r.port));
+            idle_priority(true);
             stream::write_port(&mut self.out, r.port, &name)?;
         }
         stream::write_frame(&mut self.out, r)
@@ -78,6 +83,12 @@ fn answer(mut conn: &UnixStream, r: &Response) {
     let mut text = serde_json::to_string(r).expect("responses serialize");
     text.push('\n');
     let _ = conn.write_all(text.as_bytes());
+}
+
+/// SCHED_IDLE for this thread, or back to the normal policy.
+pub fn idle_priority(idle: bool) {
+    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    unsafe { libc::sched_setscheduler(0, policy, &libc::sched_param { sched_priority: 0 }) };
 }
 
 /// Wait up to `ms` for the client to write or hang up.
