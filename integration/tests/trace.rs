@@ -132,6 +132,10 @@ fn trace_errors_are_clear() {
         assert!(err.contains(want) && err.starts_with("error: "), "{full:?}: {err}");
         assert!(!file.exists(), "{full:?} left {f} behind");
     }
+    // A file that was there before a refused trace is left as it was.
+    std::fs::write(&file, b"keep me").unwrap();
+    d.fails(&["trace", &net, "-w", f, "tcp", "prot", "80"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
 #[test]
