@@ -48,7 +48,7 @@ fn five_pings_seen_in_and_out_with_port_names() {
     let t = d.trace(&[&net, "-w", file.to_str().unwrap(), "icmp"]);
     assert!(a.ns.ping(&b.ip, 5));
     let summary = t.interrupt();
-    assert!(summary.contains("20 frames captured"), "{summary}");
+    assert!(summary.contains("20 frames captured, 0 copies dropped"), "{summary}");
 
     let lines = tshark_fields(&file);
     assert_eq!(lines.len(), 20, "{lines:#?}");

@@ -438,11 +438,11 @@ fn trace(socket: &std::path::Path, t: TraceArgs) -> Result<(), String> {
     if t.json {
         return print_json(&serde_json::to_value(&s).expect("json"));
     }
-    let dropped = match s.dropped {
-        0 => String::new(),
-        n => format!(", {n} copies dropped (the trace could not keep up; every frame was still forwarded)"),
+    let why = match s.dropped {
+        0 => "",
+        _ => " (the trace could not keep up; every frame was still forwarded)",
     };
-    eprintln!("{} frames captured{dropped}", s.captured);
+    eprintln!("{} frames captured, {} copies dropped{why}", s.captured, s.dropped);
     Ok(())
 }
 
