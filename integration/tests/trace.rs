@@ -224,3 +224,19 @@ fn several_traces_at_once_each_with_its_own_filter() {
     assert_eq!(td.iter().filter(|l| l.contains("echo request")).count(), 3, "{td:#?}");
     assert_eq!(td.iter().filter(|l| l.contains("echo reply")).count(), 3, "{td:#?}");
 }
+
+#[test]
+fn a_network_trace_follows_ports_that_join_later() {
+    let (d, a, _b, net) = two_hosts(1, 7);
+    let file = d.dir.path().join("later.pcapng");
+    let t = d.trace(&[&net, "-w", file.to_str().unwrap(), "icmp"]);
+    let c = Host::new("10.56.7.3");
+    d.ok(&["network", "connect", &net, &c.veth.host]);
+    assert!(c.ns.wait_ping(&a.ip, 5));
+    assert!(c.ns.ping(&a.ip, 2));
+    let summary = t.interrupt();
+    assert!(!summary.starts_with("0 frames"), "{summary}");
+    let lines = tshark_fields(&file);
+    let from_c = format!("{},{IN},10.56.7.3,10.56.7.1,8", c.veth.host);
+    assert!(count(&lines, &from_c) >= 2, "no echo request seen entering from the new port: {lines:#?}");
+}
