@@ -77,8 +77,10 @@ fn mac_lookup_batched(b: Bencher, n: usize) {
     b.counter(ItemsCount::new(PER_ITER)).bench_local(|| {
         for _ in 0..PER_ITER / 32 {
             let batch = &keys[at..at + 32];
-            for m in batch {
-                t.prefetch(*m, false);
+            if t.outgrows_cache() {
+                for m in batch {
+                    t.prefetch(*m, false);
+                }
             }
             for m in batch {
                 black_box(t.lookup(*m));

@@ -109,14 +109,18 @@ impl MacTable {
     /// it, so in a big table the misses overlap instead of following one another.
     #[inline]
     pub fn prefetch(&self, mac: MacAddr, as_source: bool) {
-        if self.buckets.len() < PREFETCH_FROM_BUCKETS {
-            return; // it fits the L2 cache: nothing to hide
-        }
         let bi = self.bucket_of(mac.to_u64());
         prefetch(&self.buckets[bi]);
         if as_source {
             prefetch(&self.seen[bi * WAYS]);
         }
+    }
+
+    /// Whether the table is too big for the L2 cache, so prefetching its lines pays. A
+    /// small table stays in cache: asking is then only work.
+    #[inline]
+    pub fn outgrows_cache(&self) -> bool {
+        self.buckets.len() >= PREFETCH_FROM_BUCKETS
     }
 
     /// The port a MAC was learned or configured on.

@@ -292,8 +292,10 @@ impl Worker {
         let c = inp.shared.stats.worker(w);
         let max_frame = inp.shared.max_frame();
         self.verdicts.clear();
-        for f in &self.batch {
-            forward::prefetch(&net.table, f.data());
+        if net.table.outgrows_cache() {
+            for f in &self.batch {
+                forward::prefetch(&net.table, f.data());
+            }
         }
         for f in &self.batch {
             let len = f.wire_len();
