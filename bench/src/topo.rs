@@ -23,52 +23,52 @@ impl Topology {
         let id = std::process::id() % 100_000;
         let mut t = Topology { hosts: Vec::with_capacity(n) };
         for i in 0..n {
-            let ns = format!("vsbench-{id}-{i}");
-            let port = format!("vbn{id}p{i}");
-            let ip = format!("10.203.{}.{}", i / 250, i % 250 + 1);
-            run(&["ip", "netns", "add", &ns])?;
-            // Pushed first, so a failure below still cleans this host up.
-            t.hosts.push(Host {
+            let (ns, port, ip) =
+                (format!("vsbench-{id}-{i}"), format!("vbn{id}p{i}"), format!("10.203.{}.{}", i / 250, i % 250 + 1));
+            t.add_namespace(Host {
                 ns: ns.clone(),
                 port: port.clone(),
                 iface: "eth0".into(),
                 ip: ip.clone(),
                 mac: String::new(),
-            });
-            run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            })?;
             run(&["ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
             run(&["sysctl", "-qw", &format!("net.ipv6.conf.{port}.disable_ipv6=1")])?;
             run_in(&ns, &["ip", "addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
             run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
-            run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
             run(&["ip", "link", "set", &port, "up"])?;
             let mac = run_in(&ns, &["cat", "/sys/class/net/eth0/address"])?.trim().to_string();
-            t.hosts.last_mut().expect("pushed").mac = mac;
+            t.hosts.last_mut().expect("added").mac = mac;
         }
         Ok(t)
     }
-}
 
-impl Topology {
     /// `n` hosts with no interface yet but loopback: their interface is a TAP device a
     /// switch (or the bridge's relay) creates at attach time, named `iface`, moved in.
     pub fn bare(n: usize) -> Res<Topology> {
         let id = std::process::id() % 100_000;
         let mut t = Topology { hosts: Vec::with_capacity(n) };
         for i in 0..n {
-            let ns = format!("vsbench-{id}-t{i}");
-            run(&["ip", "netns", "add", &ns])?;
-            t.hosts.push(Host {
-                ns: ns.clone(),
+            t.add_namespace(Host {
+                ns: format!("vsbench-{id}-t{i}"),
                 port: format!("vbn{id}o{i}"),
                 iface: format!("vbn{id}t{i}"),
                 ip: format!("10.204.0.{}", i + 1),
                 mac: String::new(),
-            });
-            run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+            })?;
         }
         Ok(t)
+    }
+
+    /// Create `h`'s namespace (loopback up, IPv6 off) and keep `h`, so that a failure
+    /// from here on still cleans it up.
+    fn add_namespace(&mut self, h: Host) -> Res<()> {
+        run(&["ip", "netns", "add", &h.ns])?;
+        let ns = h.ns.clone();
+        self.hosts.push(h);
+        run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(())
     }
 
     /// Move a bare host's TAP device into its namespace and give it its address.
