@@ -6,7 +6,10 @@ use divan::counter::ItemsCount;
 use divan::{black_box, Bencher};
 use std::sync::Arc;
 use vswitch::fdb::MacTable;
-use vswitch::frame::{classify, max_frame_for_mtu};
+use vswitch::frame::{max_frame_for_mtu, VnetHdr};
+use vswitch::pipeline::{Bridge, Env, FrameCx, NoObserve, Pipeline, Routes};
+use vswitch::port::RxFrame;
+use vswitch::services::link::Link;
 use vswitch::mac::MacAddr;
 use vswitch::port::memory::MemoryQueue;
 use vswitch::port::{PortShared, Queue};
@@ -50,11 +53,23 @@ fn full_table(n: usize) -> (MacTable, Vec<MacAddr>) {
     (t, keys)
 }
 
+/// One 64-byte frame through a bridge network's stages (classify, learn, lookup, gateway),
+/// the source already learned, the destination known.
 #[divan::bench]
-fn classify_64_byte_frame(b: Bencher) {
-    let f = frame(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
+fn pipeline_64_byte_frame(b: Bencher) {
+    let (a, d) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    let table = Arc::new(MacTable::new(1024));
+    table.learn(a, 1, 0);
+    table.learn(d, 2, 0);
+    let p = Pipeline::Bridge(Bridge { table, gateway: None });
+    let data = frame(d, a);
+    let f = RxFrame::new(VnetHdr::default(), &data, None);
+    let routes = Routes::default();
     let max = max_frame_for_mtu(1500);
-    b.counter(ItemsCount::new(1usize)).bench(|| classify(black_box(&f), 60, max, false));
+    b.counter(ItemsCount::new(1usize)).bench(|| {
+        let cx = FrameCx { frame: black_box(&f), in_port: 1, max_frame: max, now: 0 };
+        p.run(&Env { routes: &routes }, &cx, &mut NoObserve)
+    });
 }
 
 #[divan::bench(args = SIZES)]
@@ -117,12 +132,15 @@ fn mac_learn_new(b: Bencher) {
 fn worker(ports: u16, dst: MacAddr) -> Worker {
     let (tx, rx) = crossbeam_channel::unbounded();
     let (faults, _) = crossbeam_channel::unbounded();
-    let mut w = Worker::new(0, rx, Arc::new(Waker::new().expect("eventfd")), faults);
+    let waker = Arc::new(Waker::new().expect("eventfd"));
+    let link = Arc::new(Link::new(vec![waker.clone()]));
+    let mut w = Worker::new(0, rx, waker, faults, link);
     let table = Arc::new(MacTable::new(1024));
     let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
     table.learn(a, 1, 0);
     table.learn(b, 2, 0);
-    tx.send(Cmd::AddNetwork { net: 0, table }).unwrap();
+    let pipeline = Pipeline::Bridge(Bridge { table, gateway: None });
+    tx.send(Cmd::AddNetwork { net: 0, pipeline, gateway: None }).unwrap();
     for p in 1..=ports {
         let frames = if p == 1 { vec![frame(dst, a)] } else { vec![] };
         let queue = Queue::Memory(MemoryQueue::new(frames, 32));

@@ -4,7 +4,10 @@
 use crate::clock;
 use crate::dataplane::Dataplane;
 use crate::explain::{self, NetView, PortView};
-use crate::fdb::{MacTable, PortId, MAX_PORT_ID};
+use crate::fdb::{MacTable, PortId, GATEWAY_PORT, MAX_PORT_ID};
+use crate::frame::max_frame_for_mtu;
+use crate::pipeline::{Bridge, Gateway, Pipeline, Routes};
+use crate::services::host::GatewayAddrs;
 use crate::ipam;
 use crate::mac::MacAddr;
 use crate::netdev::{self, check_ifname};
@@ -23,7 +26,8 @@ use tracing::{error, info, warn};
 
 struct LiveNet {
     id: NetId,
-    table: Arc<MacTable>,
+    pipeline: Pipeline,
+    gateway: Arc<PortShared>,
 }
 
 struct LivePort {
@@ -87,7 +91,7 @@ impl Controller {
         };
         let mut kept = st.clone();
         for net in &st.networks {
-            c.add_live_net(&net.name, net.max_learned);
+            c.add_live_net(net);
             let n = kept.network_mut(&net.name).expect("cloned");
             for ep in &net.endpoints {
                 if let Err(e) = c.open_port(&net.name, &ep.name, ep.kind) {
@@ -98,7 +102,7 @@ impl Controller {
             }
             for m in &n.static_macs {
                 let id = c.ports[&m.port].id;
-                if let Err(e) = c.nets[&net.name].table.add_static(m.mac, id) {
+                if let Err(e) = c.nets[&net.name].pipeline.table().add_static(m.mac, id) {
                     error!(network = %net.name, "static entry {} not restored: {e}", m.mac);
                 }
             }
@@ -111,11 +115,23 @@ impl Controller {
         Ok(c)
     }
 
-    fn add_live_net(&mut self, name: &str, max_learned: usize) {
+    fn add_live_net(&mut self, net: &Network) {
         let id = (0..=NetId::MAX).find(|i| !self.nets.values().any(|n| n.id == *i)).expect("65536 networks");
-        let table = Arc::new(MacTable::new(max_learned));
-        self.dp.add_network(id, &table);
-        self.nets.insert(name.to_string(), LiveNet { id, table });
+        let table = Arc::new(MacTable::new(net.max_learned));
+        let mac = MacAddr([0x02, 0x42, 0xfe, (id >> 8) as u8, id as u8, 1]);
+        table.add_static(mac, GATEWAY_PORT).expect("an empty table has room");
+        let gateway = Gateway { net: id, mac, ipv4: Some(net.gateway), ipv6: None };
+        let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
+        let shared = Arc::new(PortShared::new(self.dp.workers(), max_frame_for_mtu(1500)));
+        let addrs = GatewayAddrs { mac, ipv4: Some((net.gateway, net.subnet.prefix_len())), ipv6: None, mtu: 1500 };
+        self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
+        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared });
+        self.publish_routes();
+    }
+
+    fn publish_routes(&self) {
+        let routes = self.st.networks.iter().filter_map(|n| Some((ipnet::IpNet::V4(n.subnet), self.nets.get(&n.name)?.id)));
+        self.dp.set_routes(Routes::new(routes.collect()));
     }
 
     /// Open a port's queues and hand them to the workers.
@@ -143,7 +159,7 @@ impl Controller {
         if let Some(p) = self.ports.remove(iface) {
             self.dp.remove_port(p.id);
             if let Some(n) = self.nets.get(&p.network) {
-                n.table.flush_port(p.id);
+                n.pipeline.table().flush_port(p.id);
             }
             info!(network = %p.network, port = iface, "port detached");
         }
@@ -232,13 +248,13 @@ impl Controller {
         let mut next = self.st.clone();
         next.networks.push(net.clone());
         self.commit(next)?;
-        self.add_live_net(&c.name, max_learned);
+        self.add_live_net(&net);
         info!(network = %c.name, %subnet, "network created");
         json(net)
     }
 
     fn detail(&self, n: &Network) -> NetworkDetail {
-        let t = &self.nets[&n.name].table;
+        let t = self.nets[&n.name].pipeline.table();
         NetworkDetail {
             network: n.clone(),
             learned_macs: t.learned(),
@@ -331,7 +347,9 @@ impl Controller {
     }
 
     fn port_names(&self) -> HashMap<PortId, &str> {
-        self.ports.iter().map(|(name, p)| (p.id, name.as_str())).collect()
+        let mut names: HashMap<PortId, &str> = self.ports.iter().map(|(name, p)| (p.id, name.as_str())).collect();
+        names.insert(GATEWAY_PORT, "gateway");
+        names
     }
 
     fn fdb(&self, network: &str) -> Res {
@@ -339,7 +357,8 @@ impl Controller {
         let names = self.port_names();
         let now = clock::now();
         let v: Vec<FdbEntry> = self.nets[network]
-            .table
+            .pipeline
+            .table()
             .entries()
             .into_iter()
             .map(|e| FdbEntry {
@@ -365,7 +384,7 @@ impl Controller {
         let n = next.network_mut(network).expect("checked");
         n.static_macs.retain(|m| m.mac != mac);
         n.static_macs.push(StaticMac { mac, port: port.to_string() });
-        let table = self.nets[network].table.clone();
+        let table = self.nets[network].pipeline.table().clone();
         table.add_static(mac, id)?;
         if let Err(e) = self.commit(next) {
             table.remove(mac);
@@ -376,7 +395,7 @@ impl Controller {
 
     fn fdb_del(&mut self, network: &str, mac: MacAddr) -> Res {
         let net = self.network(network)?;
-        let table = self.nets[network].table.clone();
+        let table = self.nets[network].pipeline.table().clone();
         let is_static = net.static_macs.iter().any(|m| m.mac == mac);
         if !is_static && table.lookup(mac).is_none() {
             return Err(format!("no entry for {mac} in network {network}"));
@@ -401,6 +420,14 @@ impl Controller {
                 totals: p.shared.stats.totals(),
             })
             .collect();
+        // Each network's gateway counts as a port: frames to it and its replies, and what a
+        // flood of requests to it cost (gateway_busy).
+        v.extend(self.nets.iter().map(|(name, n)| PortStatsView {
+            port: "gateway".into(),
+            network: name.clone(),
+            kind: "gateway".into(),
+            totals: n.gateway.stats.totals(),
+        }));
         v.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
         json(v)
     }
@@ -471,7 +498,8 @@ impl Controller {
             .filter_map(|e| self.ports.get(&e.name).map(|p| (e, p)))
             .map(|(e, p)| PortView { id: p.id, name: e.name.clone(), max_frame: p.shared.max_frame() })
             .collect();
-        let view = NetView { name: &n.name, table: &self.nets[&n.name].table, max_learned: n.max_learned, ports };
+        let routes = Routes::new(vec![]);
+        let view = NetView { name: &n.name, pipeline: &self.nets[&n.name].pipeline, routes: &routes, max_learned: n.max_learned, ports };
         json(explain::explain(&view, in_port, &frames, clock::now()))
     }
 
@@ -484,7 +512,7 @@ impl Controller {
         let now = clock::now();
         for n in &self.st.networks {
             if let Some(l) = self.nets.get(&n.name) {
-                l.table.age(now, n.aging_secs);
+                l.pipeline.table().age(now, n.aging_secs);
             }
         }
         for (name, p) in &self.ports {

@@ -1,8 +1,13 @@
-//! The control plane's handle on the workers: starts them, hands them networks and port
-//! queues, and takes ports away again, waiting until every worker has let go.
+//! The control plane's handle on the data plane: starts the workers and the services
+//! thread, hands them networks and port queues, and takes ports away again, waiting until
+//! every worker has let go.
 
-use crate::fdb::{MacTable, PortId};
+use crate::fdb::PortId;
+use crate::pipeline::{Pipeline, Routes};
 use crate::port::{Opened, PortShared};
+use crate::services::host::GatewayAddrs;
+use crate::services::link::Link;
+use crate::services::{Counters, Services};
 use crate::trace::Tracer;
 use crate::worker::{Cmd, Fault, NetId, NewPort, Waker, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -17,21 +22,24 @@ struct WorkerHandle {
 
 pub struct Dataplane {
     workers: Vec<WorkerHandle>,
+    services: Services,
     pub faults: Receiver<Fault>,
 }
 
 impl Dataplane {
     pub fn start(n: usize) -> std::io::Result<Dataplane> {
         let (fault_tx, faults) = unbounded();
+        let wakers = (0..n).map(|_| Waker::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
+        let link = Arc::new(Link::new(wakers.clone()));
+        let services = Services::start(link.clone())?;
         let mut workers = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, waker) in wakers.into_iter().enumerate() {
             let (cmds, rx) = unbounded();
-            let waker = Arc::new(Waker::new()?);
-            let w = Worker::new(i, rx, waker.clone(), fault_tx.clone());
+            let w = Worker::new(i, rx, waker.clone(), fault_tx.clone(), link.clone());
             let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.run())?;
             workers.push(WorkerHandle { cmds, waker, thread: Some(thread) });
         }
-        Ok(Dataplane { workers, faults })
+        Ok(Dataplane { workers, services, faults })
     }
 
     pub fn workers(&self) -> usize {
@@ -43,9 +51,14 @@ impl Dataplane {
         w.waker.wake();
     }
 
-    pub fn add_network(&self, net: NetId, table: &Arc<MacTable>) {
+    /// Start forwarding for network `net`, and bring its gateway up if it has one.
+    pub fn add_network(&self, net: NetId, pipeline: &Pipeline, gateway: Option<(&Arc<PortShared>, GatewayAddrs)>) {
         for w in &self.workers {
-            self.send(w, Cmd::AddNetwork { net, table: table.clone() });
+            let cmd = Cmd::AddNetwork { net, pipeline: pipeline.clone(), gateway: gateway.as_ref().map(|g| g.0.clone()) };
+            self.send(w, cmd);
+        }
+        if let Some((_, addrs)) = gateway {
+            self.services.add(net, addrs);
         }
     }
 
@@ -53,6 +66,24 @@ impl Dataplane {
         for w in &self.workers {
             self.send(w, Cmd::RemoveNetwork { net });
         }
+        self.services.remove(net);
+    }
+
+    /// Every network's subnets, for the gateway stage.
+    pub fn set_routes(&self, routes: Routes) {
+        let routes = Arc::new(routes);
+        for w in &self.workers {
+            self.send(w, Cmd::SetRoutes(routes.clone()));
+        }
+    }
+
+    /// Have network `net`'s gateway announce itself again.
+    pub fn announce(&self, net: NetId) {
+        self.services.announce(net);
+    }
+
+    pub fn services(&self) -> &Counters {
+        &self.services.counters
     }
 
     /// Give each worker its queue of a newly opened port.
@@ -95,6 +126,7 @@ impl Dataplane {
                 let _ = t.join();
             }
         }
+        self.services.stop();
     }
 }
 

@@ -1,14 +1,17 @@
 //! `vswitch explain`: run frames through a network's pipeline with the live tables, sending
 //! nothing and changing nothing, and say what each stage decided (like Open vSwitch's
-//! `ofproto/trace`). The forwarding decision is the data plane's own `forward::decide`, run
-//! over a dry-run view of the MAC table; each stage adds its lines through `Step`.
+//! `ofproto/trace`). The stages are the data plane's own (`pipeline/`), run with a
+//! recording observer over a dry-run view of the MAC table and an egress sink that only
+//! notes where frames would go; this file only formats what they report.
 
-use crate::fdb::{Learn, MacTable, PortId};
-use crate::forward::{decide, Table, Verdict};
-use crate::frame::{Drop, ETH_HLEN};
+use crate::fdb::{Learn, MacTable, PortId, GATEWAY_PORT};
+use crate::frame::{VnetHdr, ETH_HLEN};
 use crate::mac::MacAddr;
+use crate::pipeline::egress::{self, Sink};
+use crate::pipeline::{Action, DropReason, Env, FrameCx, GatewayWhy, Note, Observe, Pipeline, Routes, Table};
+use crate::port::RxFrame;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 /// One line of an explanation: the stage that spoke and what it decided.
@@ -21,7 +24,7 @@ pub struct Step {
 /// Where the frame ends up.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// `forward` (one port), `flood` (several) or `drop`.
+    /// `forward` (one port), `flood` (every other port), `gateway` (the switch itself) or `drop`.
     pub action: String,
     /// The ports it would be sent out of.
     pub ports: Vec<String>,
@@ -48,8 +51,10 @@ pub struct PortView {
 /// The network a frame is explained in.
 pub struct NetView<'a> {
     pub name: &'a str,
-    pub table: &'a MacTable,
+    pub pipeline: &'a Pipeline,
+    pub routes: &'a Routes,
     pub max_learned: usize,
+    /// Its ports, in the order the workers hold them.
     pub ports: Vec<PortView>,
 }
 
@@ -60,7 +65,7 @@ struct DryRun<'a> {
     max_learned: usize,
     taught: RefCell<HashMap<MacAddr, PortId>>,
     /// MACs the frames would add (not moves): they count against the cap.
-    new: std::cell::Cell<usize>,
+    new: Cell<usize>,
 }
 
 impl Table for DryRun<'_> {
@@ -86,93 +91,117 @@ impl Table for DryRun<'_> {
     }
 }
 
-fn step(stage: &str, text: String) -> Step {
-    Step { stage: stage.into(), text }
+/// Records what the stages report.
+#[derive(Default)]
+struct Recorder(Vec<(&'static str, Note)>);
+
+impl Observe for Recorder {
+    fn note(&mut self, stage: &'static str, note: Note) {
+        self.0.push((stage, note));
+    }
+}
+
+/// The egress side in a dry run: where frames would go, and where they would be dropped.
+struct DrySink<'a> {
+    ports: &'a [PortView],
+    sent: Vec<PortId>,
+    dropped: Vec<DropReason>,
+    gateway: bool,
+}
+
+impl Sink for DrySink<'_> {
+    fn max_frame(&self, port: PortId) -> Option<usize> {
+        self.ports.iter().find(|p| p.id == port).map(|p| p.max_frame)
+    }
+    fn send(&mut self, port: PortId, _: &RxFrame) {
+        self.sent.push(port);
+    }
+    fn drop(&mut self, _: PortId, why: DropReason) {
+        self.dropped.push(why);
+    }
+    fn to_gateway(&mut self, _: &RxFrame) {
+        self.gateway = true;
+    }
 }
 
 /// Explain `frames` arriving on port `in_port` of `net`.
 pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> Vec<Explanation> {
     let dry = DryRun {
-        live: net.table,
+        live: net.pipeline.table(),
         max_learned: net.max_learned,
         taught: RefCell::new(HashMap::new()),
-        new: Default::default(),
+        new: Cell::new(0),
     };
-    let name =
-        |id: PortId| net.ports.iter().find(|p| p.id == id).map_or_else(|| format!("port{id}"), |p| p.name.clone());
+    let name = |id: PortId| match id {
+        GATEWAY_PORT => "gateway".to_string(),
+        _ => net.ports.iter().find(|p| p.id == id).map_or_else(|| format!("port{id}"), |p| p.name.clone()),
+    };
     let inp = net.ports.iter().find(|p| p.id == in_port).expect("the caller checked the ingress port");
+    let members: Vec<PortId> = net.ports.iter().map(|p| p.id).collect();
+    let env = Env { routes: net.routes };
     frames
         .iter()
         .enumerate()
         .map(|(i, data)| {
-            let mut steps = vec![step(
-                "ingress",
-                format!(
-                    "{} bytes on port {} of network {} (largest frame {})",
-                    data.len(),
-                    inp.name,
-                    net.name,
-                    inp.max_frame
+            let mut steps = vec![
+                step(
+                    "ingress",
+                    format!(
+                        "{} bytes on port {} of network {} (largest frame {})",
+                        data.len(),
+                        inp.name,
+                        net.name,
+                        inp.max_frame
+                    ),
                 ),
-            )];
-            steps.push(step("parse", describe(data)));
-            let d = decide(&dry, in_port, data, data.len(), inp.max_frame, false, now);
-            let src = (data.len() >= ETH_HLEN).then(|| MacAddr::from_slice(&data[6..12]));
-            let dst = (data.len() >= ETH_HLEN).then(|| MacAddr::from_slice(&data[..6]));
-            if let (Some(learn), Some(src)) = (d.learned, src) {
-                steps.push(step("learn", learned(learn, src, &inp.name)));
-            } else if let Some(src) = src.filter(|s| s.is_multicast()) {
-                steps.push(step("learn", format!("source {src} is a group address: not learned")));
-            }
-            let out: Vec<&PortView> = match d.verdict {
-                Verdict::Drop(why) => {
-                    steps.push(step("forward", format!("drop: {}", drop_text(why, data.len(), inp.max_frame))));
-                    return Explanation { frame: i + 1, len: data.len(), steps, outcome: dropped(why, vec![]) };
-                }
-                Verdict::Port(p) => {
-                    steps.push(step("lookup", format!("{} is on port {}", dst.expect("parsed"), name(p))));
-                    net.ports.iter().filter(|x| x.id == p).collect()
-                }
-                Verdict::Flood => {
-                    let dst = dst.expect("parsed");
-                    let why = if dst.is_multicast() {
-                        format!("{dst} is a group address")
-                    } else {
-                        format!("{dst} is not in the MAC table")
-                    };
-                    steps.push(step("lookup", format!("{why}: flood")));
-                    net.ports.iter().filter(|x| x.id != in_port).collect()
-                }
-            };
-            let mut ports = Vec::new();
-            let out_count = out.len();
-            for p in out {
-                if data.len() > p.max_frame {
-                    steps.push(step(
-                        "egress",
-                        format!("{}: drop, too big for its MTU (largest frame {})", p.name, p.max_frame),
-                    ));
-                } else {
-                    steps.push(step("egress", format!("out of port {}", p.name)));
-                    ports.push(p.name.clone());
-                }
-            }
-            let outcome = match (d.verdict, ports.len()) {
-                (_, 0) if out_count == 0 => {
-                    steps.push(step("egress", "no other port in the network: nowhere to send it".into()));
-                    Outcome { action: "drop".into(), ports, reason: Some("no_other_port".into()) }
-                }
-                (_, 0) => dropped(Drop::TooBigForEgress, ports),
-                (Verdict::Port(_), _) => Outcome { action: "forward".into(), ports, reason: None },
-                _ => Outcome { action: "flood".into(), ports, reason: None },
+                step("parse", describe(data)),
+            ];
+            let f = RxFrame::new(VnetHdr::default(), data, None);
+            let cx = FrameCx { frame: &f, in_port, max_frame: inp.max_frame, now };
+            let mut rec = Recorder::default();
+            let action = net.pipeline.run_with(&dry, &env, &cx, &mut rec);
+            let mut sink = DrySink { ports: &net.ports, sent: vec![], dropped: vec![], gateway: false };
+            egress::run(action, &cx, &members, &mut sink, &mut rec);
+            steps.extend(rec.0.iter().map(|&(stage, note)| step(stage, say(note, &name, data.len(), &inp.name))));
+            let ports: Vec<String> = sink.sent.iter().map(|&p| name(p)).collect();
+            let outcome = match action {
+                Action::Drop(why) => dropped(why, ports),
+                _ if ports.is_empty() && !sink.dropped.is_empty() => dropped(sink.dropped[0], ports),
+                Action::Port(_) => Outcome { action: "forward".into(), ports, reason: None },
+                Action::Flood => Outcome { action: "flood".into(), ports, reason: None },
+                Action::Gateway => Outcome { action: "gateway".into(), ports: vec!["gateway".into()], reason: None },
             };
             Explanation { frame: i + 1, len: data.len(), steps, outcome }
         })
         .collect()
 }
 
-fn dropped(why: Drop, ports: Vec<String>) -> Outcome {
+fn step(stage: &str, text: String) -> Step {
+    Step { stage: stage.into(), text }
+}
+
+fn dropped(why: DropReason, ports: Vec<String>) -> Outcome {
     Outcome { action: "drop".into(), ports, reason: Some(why.name().into()) }
+}
+
+/// A stage's note in words.
+fn say(note: Note, name: &impl Fn(PortId) -> String, len: usize, in_port: &str) -> String {
+    match note {
+        Note::Dropped(why) => format!("drop: {}", drop_text(why, len)),
+        Note::Learned(src, l) => learned(l, src, in_port),
+        Note::GroupSource(src) => format!("source {src} is a group address: not learned"),
+        Note::Found(dst, p) => format!("{dst} is on port {}", name(p)),
+        Note::Unknown(dst) => format!("{dst} is not in the MAC table: flood"),
+        Note::Group(dst) => format!("{dst} is a group address: flood"),
+        Note::ForGateway(GatewayWhy::Unicast) => "for the switch's own address on this network".into(),
+        Note::ForGateway(GatewayWhy::ArpRequest) => "an ARP request for the gateway's address: answered by the switch".into(),
+        Note::ForGateway(GatewayWhy::NeighborSolicit) => {
+            "a neighbour solicitation for the gateway's address: answered by the switch".into()
+        }
+        Note::Out(p) => format!("out of port {}", name(p)),
+        Note::TooBig(p, max) => format!("{}: drop, too big for its MTU (largest frame {max})", name(p)),
+        Note::ToServices => "to the gateway (the services thread answers it)".into(),
+    }
 }
 
 fn learned(l: Learn, src: MacAddr, port: &str) -> String {
@@ -186,12 +215,14 @@ fn learned(l: Learn, src: MacAddr, port: &str) -> String {
     }
 }
 
-fn drop_text(why: Drop, len: usize, max: usize) -> String {
+fn drop_text(why: DropReason, len: usize) -> String {
     match why {
-        Drop::Runt => format!("runt ({len} bytes, shorter than the {ETH_HLEN}-byte Ethernet header)"),
-        Drop::Oversize => format!("oversize ({len} bytes, the port's largest frame is {max})"),
-        Drop::LinkLocal => "IEEE 802.1D link-local destination (01:80:c2:00:00:0x) is never forwarded".into(),
-        Drop::SamePort => "the destination is on the port the frame came in on".into(),
+        DropReason::Runt => format!("runt ({len} bytes, shorter than the {ETH_HLEN}-byte Ethernet header)"),
+        DropReason::Oversize => format!("oversize ({len} bytes, more than the port's largest frame)"),
+        DropReason::LinkLocal => "IEEE 802.1D link-local destination (01:80:c2:00:00:0x) is never forwarded".into(),
+        DropReason::SamePort => "the destination is on the port the frame came in on".into(),
+        DropReason::Isolated => "addressed to another network: networks are isolated from each other".into(),
+        DropReason::NoRoute => "addressed beyond the gateway: no route to the outside (no uplink)".into(),
         other => other.name().into(),
     }
 }
@@ -210,15 +241,13 @@ pub fn describe(f: &[u8]) -> String {
         ty = u16::from_be_bytes([rest[2], rest[3]]);
         rest = &rest[4..];
     }
+    let ip = |b: &[u8]| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
     let payload = match ty {
-        0x0806 if rest.len() >= 28 => {
-            let ip = |b: &[u8]| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
-            match u16::from_be_bytes([rest[6], rest[7]]) {
-                1 => format!("ARP who-has {} tell {}", ip(&rest[24..28]), ip(&rest[14..18])),
-                2 => format!("ARP reply {} is-at {}", ip(&rest[14..18]), MacAddr::from_slice(&rest[8..14])),
-                op => format!("ARP op {op}"),
-            }
-        }
+        0x0806 if rest.len() >= 28 => match u16::from_be_bytes([rest[6], rest[7]]) {
+            1 => format!("ARP who-has {} tell {}", ip(&rest[24..28]), ip(&rest[14..18])),
+            2 => format!("ARP reply {} is-at {}", ip(&rest[14..18]), MacAddr::from_slice(&rest[8..14])),
+            op => format!("ARP op {op}"),
+        },
         0x0806 => "ARP (short)".into(),
         0x0800 if rest.len() >= 20 => {
             let proto = match rest[9] {
@@ -227,10 +256,19 @@ pub fn describe(f: &[u8]) -> String {
                 17 => "UDP".into(),
                 p => format!("protocol {p}"),
             };
-            let ip = |b: &[u8]| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
             format!("IPv4 {} > {} {proto}", ip(&rest[12..16]), ip(&rest[16..20]))
         }
-        0x86dd => "IPv6".into(),
+        0x86dd if rest.len() >= 40 => {
+            let a = |b: &[u8]| std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes"));
+            let proto = match rest[6] {
+                58 => "ICMPv6".to_string(),
+                6 => "TCP".into(),
+                17 => "UDP".into(),
+                p => format!("next header {p}"),
+            };
+            format!("IPv6 {} > {} {proto}", a(&rest[8..24]), a(&rest[24..40]))
+        }
+        0x86dd => "IPv6 (short)".into(),
         t => format!("EtherType 0x{t:04x}"),
     };
     format!("{src} > {dst}{vlan}, {payload}")
@@ -239,29 +277,31 @@ pub fn describe(f: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     use crate::frame::test_frame as frame;
+    use crate::pipeline::testing::bridge;
 
     const A: &str = "02:00:00:00:00:0a";
     const B: &str = "02:00:00:00:00:0b";
 
-    fn net(table: &MacTable) -> NetView<'_> {
+    fn net<'a>(p: &'a Pipeline, routes: &'a Routes) -> NetView<'a> {
         let ports = [(1, "a", 1518), (2, "b", 1518), (3, "c", 50)]
             .into_iter()
             .map(|(id, n, m)| PortView { id, name: n.into(), max_frame: m })
             .collect();
-        NetView { name: "blue", table, max_learned: 100, ports }
+        NetView { name: "blue", pipeline: p, routes, max_learned: 100, ports }
     }
 
     #[test]
     fn explains_flood_then_learned_unicast_without_touching_the_table() {
-        let t = MacTable::new(100);
+        let p = bridge(None);
+        let r = Routes::default();
+        let t = p.table();
         t.learn(B.parse().unwrap(), 2, 0);
-        let e = explain(&net(&t), 1, &[frame("ff:ff:ff:ff:ff:ff", A), frame(B, A), frame(A, B)], 0);
+        let e = explain(&net(&p, &r), 1, &[frame("ff:ff:ff:ff:ff:ff", A), frame(B, A), frame(A, B)], 0);
         assert_eq!(e[0].outcome.action, "flood");
         assert_eq!(e[0].outcome.ports, ["b"], "c's MTU is too small");
-        assert!(e[0].steps.iter().any(|s| s.text == format!("source {A} learned on a (new entry)")));
-        assert!(e[0].steps.iter().any(|s| s.text.contains("c: drop, too big")));
+        assert!(e[0].steps.iter().any(|s| s.stage == "learn" && s.text == format!("source {A} learned on a (new entry)")));
+        assert!(e[0].steps.iter().any(|s| s.stage == "egress" && s.text.contains("c: drop, too big")));
         assert_eq!(e[1].outcome, Outcome { action: "forward".into(), ports: vec!["b".into()], reason: None });
         assert!(e[1].steps.iter().any(|s| s.text == format!("source {A} already known on a (age refreshed)")));
         // The third frame comes from B on port a: B moves, and A (taught by frame 1) is on a.
@@ -272,11 +312,24 @@ mod tests {
     }
 
     #[test]
-    fn explains_drops() {
-        let t = MacTable::new(100);
-        let e = explain(&net(&t), 1, &[frame("01:80:c2:00:00:00", A), vec![0; 10], vec![0; 2000]], 0);
+    fn explains_drops_with_their_stage() {
+        let p = bridge(None);
+        let r = Routes::default();
+        let e = explain(&net(&p, &r), 1, &[frame("01:80:c2:00:00:00", A), vec![0; 10], vec![0; 2000]], 0);
         let reasons: Vec<_> = e.iter().map(|x| x.outcome.reason.clone().unwrap()).collect();
         assert_eq!(reasons, ["link_local", "runt", "oversize"]);
+        let last = |x: &Explanation| x.steps.last().unwrap().stage.clone();
+        assert_eq!([last(&e[0]), last(&e[1]), last(&e[2])], ["lookup", "classify", "classify"]);
+    }
+
+    #[test]
+    fn a_flood_with_no_other_port_is_not_a_drop() {
+        let p = bridge(None);
+        let r = Routes::default();
+        let mut n = net(&p, &r);
+        n.ports.truncate(1);
+        let e = explain(&n, 1, &[frame("ff:ff:ff:ff:ff:ff", A)], 0);
+        assert_eq!(e[0].outcome, Outcome { action: "flood".into(), ports: vec![], reason: None });
     }
 
     #[test]

@@ -18,7 +18,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Port ids are 15 bits; 0 means "empty slot".
 pub type PortId = u16;
-pub const MAX_PORT_ID: PortId = 0x7fff;
+/// The highest id of a real port.
+pub const MAX_PORT_ID: PortId = 0x7ffe;
+/// The port id of a network's gateway, the switch's own host on it (see pipeline::gateway):
+/// the gateway's MAC is a static entry for this port in every network's table.
+pub const GATEWAY_PORT: PortId = 0x7fff;
 const STATIC_BIT: u64 = 1 << 15;
 const PORT_MASK: u64 = 0x7fff;
 const WAYS: usize = 8;

@@ -3,6 +3,8 @@
 //! ```text
 //! eth src 02:00:00:00:00:01 dst ff:ff:ff:ff:ff:ff arp
 //! eth src 02:00:00:00:00:01 dst 02:00:00:00:00:02 vlan 10 ip src 10.0.0.1 dst 10.0.0.2 udp dport 53
+//! arp who-has 10.0.0.1 tell 10.0.0.2
+//! dst 33:33:ff:00:00:01 ipv6 src fd00::2 dst ff02::1:ff00:1 ns fd00::1
 //! eth dst 01:80:c2:00:00:00 type 0x88cc
 //! eth src 02:00:00:00:00:01 len 10            # cut to 10 bytes: a runt
 //! hex ffffffffffff020000000001 0806 ...       # the bytes themselves
@@ -13,7 +15,12 @@
 //! `len` says otherwise.
 
 use crate::mac::MacAddr;
-use std::net::Ipv4Addr;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr,
+    NdiscRepr,
+};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[derive(Default)]
 struct Spec {
@@ -22,6 +29,9 @@ struct Spec {
     vlan: Option<u16>,
     ethertype: Option<u16>,
     payload: Vec<u8>,
+    /// Built once the source MAC is known (it goes inside).
+    arp: Option<(Ipv4Addr, Ipv4Addr)>,
+    ipv6: Option<Ipv6Spec>,
     len: Option<usize>,
 }
 
@@ -61,7 +71,16 @@ pub fn parse(text: &str) -> Result<Vec<u8>, String> {
             "len" => s.len = Some(num(next(&mut words, w)?, "length")?),
             "arp" => {
                 s.ethertype = Some(0x0806);
-                s.payload = arp_request(s.src.unwrap_or(DEFAULT_SRC));
+                let (mut who_has, mut tell) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+                while let Some(w) = words.next_if(|w| ["who-has", "tell"].contains(w)) {
+                    let ip = num(next(&mut words, w)?, "IPv4 address")?;
+                    if w == "who-has" {
+                        who_has = ip;
+                    } else {
+                        tell = ip;
+                    }
+                }
+                s.arp = Some((who_has, tell));
             }
             "ip" | "ipv4" => {
                 s.ethertype = Some(0x0800);
@@ -69,14 +88,20 @@ pub fn parse(text: &str) -> Result<Vec<u8>, String> {
             }
             "ipv6" => {
                 s.ethertype = Some(0x86dd);
-                s.payload = vec![0x60, 0, 0, 0, 0, 0, 59, 64]; // no next header
-                s.payload.resize(40, 0);
+                s.ipv6 = Some(ipv6(&mut words)?);
             }
             other => return Err(format!("unknown word '{other}' in the frame (see: vswitch explain --help)")),
         }
     }
+    let src = s.src.unwrap_or(DEFAULT_SRC);
+    if let Some((who_has, tell)) = s.arp {
+        s.payload = arp_request(src, who_has, tell);
+    }
+    if let Some(v6) = &s.ipv6 {
+        s.payload = v6.build(src);
+    }
     let mut f = s.dst.unwrap_or(MacAddr([0xff; 6])).0.to_vec();
-    f.extend_from_slice(&s.src.unwrap_or(DEFAULT_SRC).0);
+    f.extend_from_slice(&src.0);
     if let Some(v) = s.vlan {
         f.extend_from_slice(&[0x81, 0x00]);
         f.extend_from_slice(&v.to_be_bytes());
@@ -93,11 +118,100 @@ pub fn parse(text: &str) -> Result<Vec<u8>, String> {
 
 const DEFAULT_SRC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 
-fn arp_request(sha: MacAddr) -> Vec<u8> {
-    let mut p = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    p.extend_from_slice(&sha.0);
-    p.extend_from_slice(&[0; 4 + 6 + 4]);
+fn arp_request(sha: MacAddr, who_has: Ipv4Addr, tell: Ipv4Addr) -> Vec<u8> {
+    let r = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(sha.0),
+        source_protocol_addr: tell,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: who_has,
+    };
+    let mut p = vec![0u8; r.buffer_len()];
+    r.emit(&mut ArpPacket::new_unchecked(&mut p[..]));
     p
+}
+
+/// `ipv6 [src A] [dst B] [icmp6 | ns TARGET | udp [sport N] [dport N] | tcp ...]`.
+struct Ipv6Spec {
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    l4: V6L4,
+}
+
+enum V6L4 {
+    None,
+    Echo,
+    NeighborSolicit(Ipv6Addr),
+    Transport(u8, u16, u16),
+}
+
+fn ipv6<'a>(words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> Result<Ipv6Spec, String> {
+    let mut v = Ipv6Spec { src: "fd00::1".parse().expect("literal"), dst: "fd00::2".parse().expect("literal"), l4: V6L4::None };
+    let ours = |w: &str, l4: &V6L4| match w {
+        "src" | "dst" | "icmp6" | "ns" | "udp" | "tcp" => matches!(l4, V6L4::None),
+        "sport" | "dport" => matches!(l4, V6L4::Transport(..)),
+        _ => false,
+    };
+    while let Some(w) = words.next_if(|w| ours(w, &v.l4)) {
+        match w {
+            "src" => v.src = num(next(words, w)?, "IPv6 address")?,
+            "dst" => v.dst = num(next(words, w)?, "IPv6 address")?,
+            "icmp6" => v.l4 = V6L4::Echo,
+            "ns" => v.l4 = V6L4::NeighborSolicit(num(next(words, w)?, "IPv6 address")?),
+            "udp" => v.l4 = V6L4::Transport(17, 1024, 80),
+            "tcp" => v.l4 = V6L4::Transport(6, 1024, 80),
+            _ => {
+                let port: u16 = num(next(words, w)?, "port")?;
+                if let V6L4::Transport(_, sport, dport) = &mut v.l4 {
+                    *if w == "sport" { sport } else { dport } = port;
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+impl Ipv6Spec {
+    fn build(&self, src_mac: MacAddr) -> Vec<u8> {
+        let caps = ChecksumCapabilities::default();
+        let icmp = match self.l4 {
+            V6L4::Echo => Some(Icmpv6Repr::EchoRequest { ident: 1, seq_no: 1, data: &[] }),
+            V6L4::NeighborSolicit(target) => Some(Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target_addr: target,
+                lladdr: Some(EthernetAddress(src_mac.0).into()),
+            })),
+            _ => None,
+        };
+        let (next_header, l4): (IpProtocol, Vec<u8>) = match (&self.l4, icmp) {
+            (_, Some(icmp)) => {
+                let mut b = vec![0u8; icmp.buffer_len()];
+                icmp.emit(&self.src, &self.dst, &mut Icmpv6Packet::new_unchecked(&mut b[..]), &caps);
+                (IpProtocol::Icmpv6, b)
+            }
+            (V6L4::Transport(p, sport, dport), None) => {
+                let mut t = [sport.to_be_bytes(), dport.to_be_bytes()].concat();
+                if *p == 17 {
+                    t.extend_from_slice(&[0, 8, 0, 0]);
+                } else {
+                    t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]); // SYN
+                }
+                (IpProtocol::from(*p), t)
+            }
+            _ => (IpProtocol::Unknown(59), vec![]), // no next header
+        };
+        let ip = Ipv6Repr {
+            src_addr: self.src,
+            dst_addr: self.dst,
+            next_header,
+            payload_len: l4.len(),
+            hop_limit: if matches!(self.l4, V6L4::NeighborSolicit(_)) { 255 } else { 64 },
+        };
+        let mut b = vec![0u8; ip.buffer_len() + l4.len()];
+        let mut pkt = Ipv6Packet::new_unchecked(&mut b[..]);
+        ip.emit(&mut pkt);
+        pkt.payload_mut().copy_from_slice(&l4);
+        b
+    }
 }
 
 /// `ip [src A] [dst B] [icmp | tcp | udp [sport N] [dport N]]`: a valid IPv4 header.
@@ -206,6 +320,13 @@ mod tests {
         let f = parse("eth src 02:00:00:00:00:01 dst ff:ff:ff:ff:ff:ff arp").unwrap();
         assert_eq!(f.len(), 60);
         assert_eq!(describe(&f), "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ARP who-has 0.0.0.0 tell 0.0.0.0");
+        let f = parse("arp who-has 10.0.0.1 tell 10.0.0.2").unwrap();
+        assert_eq!(describe(&f), "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ARP who-has 10.0.0.1 tell 10.0.0.2");
+        let f = parse("dst 33:33:ff:00:00:01 ipv6 src fd00::2 dst ff02::1:ff00:1 ns fd00::1").unwrap();
+        assert_eq!(describe(&f), "02:00:00:00:00:01 > 33:33:ff:00:00:01, IPv6 fd00::2 > ff02::1:ff00:1 ICMPv6");
+        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
         let f = parse("dst 02:00:00:00:00:02 vlan 10 ip src 10.1.1.1 dst 10.1.1.2 udp dport 53").unwrap();
         assert_eq!(describe(&f), "02:00:00:00:00:01 > 02:00:00:00:00:02 vlan 10, IPv4 10.1.1.1 > 10.1.1.2 UDP");
         assert_eq!(&f[14 + 4 + 20 + 2..14 + 4 + 20 + 4], &53u16.to_be_bytes());

@@ -1,7 +1,7 @@
 //! Per-port counters. Each worker owns one cache line of counters per port, so counting is a
 //! plain load and store (no locked instruction, no sharing); readers add the workers up.
 
-use crate::frame::Drop;
+use crate::pipeline::DropReason;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,7 +13,7 @@ pub struct WorkerCounters {
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
-    pub drops: [AtomicU64; Drop::ALL.len()],
+    pub drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 /// Add to a counter that only this thread writes.
@@ -24,7 +24,7 @@ pub fn bump(c: &AtomicU64, n: u64) {
 
 impl WorkerCounters {
     #[inline]
-    pub fn drop(&self, why: Drop) {
+    pub fn drop(&self, why: DropReason) {
         bump(&self.drops[why as usize], 1);
     }
 }
@@ -59,7 +59,7 @@ impl PortStats {
             t.rx_bytes += c.rx_bytes.load(Relaxed);
             t.tx_packets += c.tx_packets.load(Relaxed);
             t.tx_bytes += c.tx_bytes.load(Relaxed);
-            for why in Drop::ALL {
+            for why in DropReason::ALL {
                 let n = c.drops[why as usize].load(Relaxed);
                 if n > 0 {
                     *t.drops.entry(why.name().to_string()).or_default() += n;
@@ -79,7 +79,7 @@ mod tests {
         let s = PortStats::new(2);
         bump(&s.worker(0).rx_packets, 3);
         bump(&s.worker(1).rx_packets, 4);
-        s.worker(1).drop(Drop::Runt);
+        s.worker(1).drop(DropReason::Runt);
         let t = s.totals();
         assert_eq!(t.rx_packets, 7);
         assert_eq!(t.drops.get("runt"), Some(&1));

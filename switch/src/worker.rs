@@ -1,13 +1,16 @@
 //! A forwarding worker: a thread that owns one queue of every port, reads batches, runs each
-//! frame through `forward::decide`, writes it to its egress queues and flushes them once per
-//! batch. It never locks or allocates per frame: tables are shared lock-free, counters are
-//! its own, and changes arrive as commands between batches.
+//! frame through its network's pipeline (`pipeline/`), and hands the decisions to the egress
+//! stage, flushing the egress queues once per batch. It also sends what the gateways say
+//! (the services thread's replies). It never locks or allocates per frame: tables are shared
+//! lock-free, counters are its own, and changes arrive as commands between batches.
 
 use crate::clock;
-use crate::fdb::{MacTable, PortId};
-use crate::forward::{self, decide, Verdict};
-use crate::frame::Drop;
-use crate::port::{PortShared, Queue, RxFrame, TxError, WorkerBuffers};
+use crate::fdb::{PortId, GATEWAY_PORT};
+use crate::frame::{VnetHdr, MAX_FRAME};
+use crate::pipeline::egress::{self, Sink};
+use crate::pipeline::{Action, DropReason, Env, FrameCx, NoObserve, Pipeline, Routes};
+use crate::port::{recycle, PortShared, Queue, RxFrame, TxError, WorkerBuffers};
+use crate::services::link::Link;
 use crate::stats::bump;
 use crate::trace::{self, Dir, Tracer};
 use crossbeam_channel::{Receiver, Sender};
@@ -28,11 +31,15 @@ pub type NetId = u16;
 pub enum Cmd {
     AddNetwork {
         net: NetId,
-        table: Arc<MacTable>,
+        pipeline: Pipeline,
+        /// The gateway's counters (its frames in and out), for networks with a gateway.
+        gateway: Option<Arc<PortShared>>,
     },
     RemoveNetwork {
         net: NetId,
     },
+    /// Every network's subnets, for the gateway stage.
+    SetRoutes(Arc<Routes>),
     AddPort(NewPort),
     /// Close this worker's queue of the port; answer on `done` once it is closed.
     RemovePort {
@@ -72,8 +79,9 @@ struct LocalPort {
 }
 
 struct LocalNet {
-    table: Arc<MacTable>,
+    pipeline: Pipeline,
     members: Vec<PortId>,
+    gateway: Option<Arc<PortShared>>,
 }
 
 /// Wakes a worker sleeping in poll() so it sees a command at once.
@@ -81,20 +89,24 @@ pub struct Waker(OwnedFd);
 
 impl Waker {
     pub fn new() -> std::io::Result<Waker> {
+        // SAFETY: eventfd takes no pointers; a negative result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: a fresh descriptor that nothing else owns.
         Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     pub fn wake(&self) {
         let one = 1u64;
+        // SAFETY: writes the 8 bytes of `one` to our eventfd.
         unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
     }
 
     fn clear(&self) {
         let mut v = 0u64;
+        // SAFETY: reads 8 bytes into `v` from our eventfd.
         unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
     }
 }
@@ -104,38 +116,49 @@ pub struct Worker {
     cmds: Receiver<Cmd>,
     waker: Arc<Waker>,
     faults: Sender<Fault>,
-    /// Indexed by port id.
-    ports: Vec<Option<LocalPort>>,
+    services: Arc<Link>,
+    /// Ports, traces: what sending needs.
+    tx: TxSide,
     /// Indexed by network id.
     nets: Vec<Option<LocalNet>>,
+    routes: Arc<Routes>,
     /// Ports this worker reads, in order.
     readers: Vec<PortId>,
-    batch: Vec<RxFrame>,
-    verdicts: Vec<Verdict>,
+    /// The batch's frames; empty between batches (see `port::recycle`).
+    batch: Vec<RxFrame<'static>>,
+    actions: Vec<Action>,
     bufs: WorkerBuffers,
     pollfds: Vec<libc::pollfd>,
+}
+
+/// What a worker sends with: its queue of every port, the traces, and the faults seen.
+struct TxSide {
+    /// Indexed by port id.
+    ports: Vec<Option<LocalPort>>,
     /// Running traces; empty (the usual case) costs one branch per batch.
     traces: Arc<[Arc<Tracer>]>,
     /// Where a frame whose VLAN tag the kernel took out is put back together for a trace.
-    trace_scratch: Vec<u8>,
+    scratch: Vec<u8>,
+    /// Ports that failed while sending, reported after the batch.
+    faulted: Vec<(PortId, String)>,
 }
 
 impl Worker {
-    pub fn new(index: usize, cmds: Receiver<Cmd>, waker: Arc<Waker>, faults: Sender<Fault>) -> Worker {
+    pub fn new(index: usize, cmds: Receiver<Cmd>, waker: Arc<Waker>, faults: Sender<Fault>, services: Arc<Link>) -> Worker {
         let mut w = Worker {
             index,
             cmds,
             waker,
             faults,
-            ports: Vec::new(),
+            services,
+            tx: TxSide { ports: Vec::new(), traces: Arc::new([]), scratch: Vec::new(), faulted: Vec::new() },
             nets: Vec::new(),
+            routes: Arc::new(Routes::default()),
             readers: Vec::new(),
             batch: Vec::with_capacity(BATCH),
-            verdicts: Vec::with_capacity(BATCH),
+            actions: Vec::with_capacity(BATCH),
             bufs: WorkerBuffers::new(BATCH),
             pollfds: Vec::new(),
-            traces: Arc::new([]),
-            trace_scratch: Vec::new(),
         };
         w.rebuild_readers(); // the waker is in the poll set from the start
         w
@@ -160,16 +183,16 @@ impl Worker {
         }
     }
 
-    /// Apply pending commands, then read one batch from every port and forward it. Returns
-    /// the frames read, or None when told to stop. (Also how the microbenchmarks drive a
-    /// worker over in-memory ports.)
+    /// Apply pending commands, send what the gateways queued, then read one batch from every
+    /// port and forward it. Returns the frames handled, or None when told to stop. (Also how
+    /// the microbenchmarks drive a worker over in-memory ports.)
     pub fn pass(&mut self) -> Option<usize> {
         while let Ok(cmd) = self.cmds.try_recv() {
             if !self.apply(cmd) {
                 return None;
             }
         }
-        let mut work = 0;
+        let mut work = self.gateway_frames();
         // By index, re-checking the length: a port that fails mid-pass leaves `readers`.
         let mut i = 0;
         while let Some(&port) = self.readers.get(i) {
@@ -182,32 +205,33 @@ impl Worker {
     /// Apply a command; false means stop.
     fn apply(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::AddNetwork { net, table } => {
+            Cmd::AddNetwork { net, pipeline, gateway } => {
                 let i = net as usize;
                 if self.nets.len() <= i {
                     self.nets.resize_with(i + 1, || None);
                 }
-                self.nets[i] = Some(LocalNet { table, members: Vec::new() });
+                self.nets[i] = Some(LocalNet { pipeline, members: Vec::new(), gateway });
             }
             Cmd::RemoveNetwork { net } => {
                 if let Some(n) = self.nets.get_mut(net as usize) {
                     *n = None;
                 }
             }
+            Cmd::SetRoutes(routes) => self.routes = routes,
             Cmd::AddPort(p) => {
                 let i = p.port as usize;
-                if self.ports.len() <= i {
-                    self.ports.resize_with(i + 1, || None);
+                if self.tx.ports.len() <= i {
+                    self.tx.ports.resize_with(i + 1, || None);
                 }
                 if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
                     n.members.push(p.port);
                 }
-                self.ports[i] =
+                self.tx.ports[i] =
                     Some(LocalPort { net: p.net, queue: p.queue, rx: p.rx, shared: p.shared, failed: false });
                 self.rebuild_readers();
             }
             Cmd::RemovePort { port, done } => {
-                if let Some(p) = self.ports.get_mut(port as usize).and_then(Option::take) {
+                if let Some(p) = self.tx.ports.get_mut(port as usize).and_then(Option::take) {
                     if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
                         n.members.retain(|&m| m != port);
                     }
@@ -216,7 +240,7 @@ impl Worker {
                 let _ = done.send(());
             }
             Cmd::SetTraces { traces, done } => {
-                self.traces = traces;
+                self.tx.traces = traces;
                 let _ = done.send(());
             }
             Cmd::Stop => return false,
@@ -228,7 +252,7 @@ impl Worker {
         self.readers.clear();
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd { fd: self.waker.0.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        for (id, p) in self.ports.iter().enumerate() {
+        for (id, p) in self.tx.ports.iter().enumerate() {
             if let Some(p) = p {
                 if p.rx && !p.failed {
                     self.readers.push(id as PortId);
@@ -238,8 +262,9 @@ impl Worker {
         }
     }
 
-    /// Sleep until a port has frames, a port fails, or a command arrives.
+    /// Sleep until a port has frames, a port fails, or a command or a gateway's frame arrives.
     fn sleep(&mut self) {
+        // SAFETY: `pollfds` is a live array of that many pollfd structs.
         let r = unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, 1000) };
         if r <= 0 {
             return;
@@ -259,7 +284,7 @@ impl Worker {
     }
 
     fn fail(&mut self, port: PortId, error: String) {
-        if let Some(p) = self.ports[port as usize].as_mut() {
+        if let Some(p) = self.tx.ports.get_mut(port as usize).and_then(Option::as_mut) {
             if !p.failed {
                 p.failed = true;
                 let _ = self.faults.send(Fault { port, error });
@@ -268,148 +293,209 @@ impl Worker {
         }
     }
 
-    /// Read one batch from `port`, forward it, flush the egress queues. Returns frames read.
-    fn forward_batch(&mut self, in_id: PortId) -> usize {
-        let w = self.index;
-        let Some(inp) = self.ports[in_id as usize].as_mut() else { return 0 };
-        self.batch.clear();
-        if let Err(e) = inp.queue.receive(&mut self.batch, BATCH, &mut self.bufs) {
-            self.fail(in_id, e.to_string());
-            return 0;
-        }
-        let n = self.batch.len();
-        if n == 0 {
-            inp.queue.release();
-            return 0;
-        }
-        let Some(net) = self.nets.get(inp.net as usize).and_then(Option::as_ref) else {
-            inp.queue.release();
-            return n;
-        };
-        // Decide every frame first (learning as we go), then transmit: the ingress queue is
-        // not touched again until its slots are released.
-        let now = clock::now();
-        let c = inp.shared.stats.worker(w);
-        let max_frame = inp.shared.max_frame();
-        self.verdicts.clear();
-        if net.table.outgrows_cache() {
-            for f in &self.batch {
-                forward::prefetch(&net.table, f.data());
-            }
-        }
-        for f in &self.batch {
-            let len = f.wire_len();
-            bump(&c.rx_packets, 1);
-            bump(&c.rx_bytes, len as u64);
-            let v = if f.truncated {
-                Verdict::Drop(Drop::Truncated)
-            } else {
-                decide(&*net.table, in_id, f.data(), len, max_frame, f.vnet.is_gso(), now).verdict
-            };
-            if let Verdict::Drop(why) = v {
-                c.drop(why);
-            }
-            self.verdicts.push(v);
-        }
-        let tracing = !self.traces.is_empty();
-        let mut tr = Tracing { traces: &self.traces, net: inp.net, scratch: &mut self.trace_scratch };
-        if tracing {
-            for f in &self.batch {
-                tr.offer(in_id, Dir::In, f);
-            }
-        }
-        let tr = if tracing { Some(&mut tr) } else { None };
-        let mut faults: Vec<(PortId, String)> = Vec::new();
-        let mut out = Egress { ports: &mut self.ports, worker: w, faults: &mut faults, tracing: tr };
-        for (f, v) in self.batch.iter().zip(&self.verdicts) {
-            match *v {
-                Verdict::Drop(_) => {}
-                Verdict::Port(p) => out.transmit(p, f),
-                Verdict::Flood => {
-                    for &p in &net.members {
-                        if p != in_id {
-                            out.transmit(p, f);
-                        }
-                    }
-                }
-            }
-        }
-        for &out in &net.members {
-            if let Some(p) = self.ports[out as usize].as_mut() {
-                if let Err(TxError::Fault(e)) = p.queue.flush() {
-                    faults.push((out, e.to_string()));
-                }
-            }
-        }
-        if let Some(inp) = self.ports[in_id as usize].as_mut() {
-            inp.queue.release();
-        }
-        for (port, e) in faults {
+    fn report_faults(&mut self) {
+        while let Some((port, e)) = self.tx.faulted.pop() {
             self.fail(port, e);
         }
+    }
+
+    /// Read one batch from `in_id`, run it through its network's pipeline, send it, flush the
+    /// egress queues. Returns frames read.
+    fn forward_batch(&mut self, in_id: PortId) -> usize {
+        // The ingress port leaves the table while its frames are borrowed from its queue:
+        // the egress stage never sends back out of it anyway.
+        let Some(mut inp) = self.tx.ports[in_id as usize].take() else { return 0 };
+        let mut batch = recycle(std::mem::take(&mut self.batch));
+        let n = match inp.queue.receive(&mut batch, BATCH, &mut self.bufs) {
+            Ok(()) => batch.len(),
+            Err(e) => {
+                self.tx.faulted.push((in_id, e.to_string()));
+                0
+            }
+        };
+        if n > 0 {
+            if let Some(net) = self.nets.get(inp.net as usize).and_then(Option::as_ref) {
+                let mut out = Out::new(&mut self.tx, self.index, &self.services, inp.net, net);
+                forward(net, &self.routes, &batch, in_id, &inp.shared, &mut self.actions, &mut out);
+                out.finish(&net.members);
+            }
+        }
+        self.batch = recycle(batch);
+        inp.queue.release();
+        self.tx.ports[in_id as usize] = Some(inp);
+        self.report_faults();
+        n
+    }
+
+    /// Send what the gateways queued for this worker, each through its network's pipeline
+    /// as a frame coming in from the gateway port.
+    fn gateway_frames(&mut self) -> usize {
+        let mut n = 0;
+        while n < BATCH {
+            let Some(p) = self.services.next_down(self.index) else { break };
+            n += 1;
+            if let Some(net) = self.nets.get(p.net as usize).and_then(Option::as_ref) {
+                let frame = RxFrame::new(VnetHdr::default(), &p.data, None);
+                if let Some(g) = &net.gateway {
+                    let c = g.stats.worker(self.index);
+                    bump(&c.rx_packets, 1);
+                    bump(&c.rx_bytes, frame.wire_len() as u64);
+                }
+                let mut out = Out::new(&mut self.tx, self.index, &self.services, p.net, net);
+                let cx = FrameCx { frame: &frame, in_port: GATEWAY_PORT, max_frame: MAX_FRAME, now: clock::now() };
+                if !out.tx.traces.is_empty() {
+                    out.trace(GATEWAY_PORT, Dir::In, &frame);
+                }
+                let action = net.pipeline.run(&Env { routes: &self.routes }, &cx, &mut NoObserve);
+                egress::run(action, &cx, &net.members, &mut out, &mut NoObserve);
+                out.finish(&net.members);
+            }
+            self.services.recycle(p);
+        }
+        self.report_faults();
         n
     }
 }
 
-/// The running traces, as one batch sees them.
-struct Tracing<'a> {
-    traces: &'a [Arc<Tracer>],
-    net: NetId,
-    scratch: &'a mut Vec<u8>,
-}
-
-impl Tracing<'_> {
-    /// Show a trace the frame as it is on the wire: an offloaded VLAN tag goes back in.
-    fn offer(&mut self, port: PortId, dir: Dir, f: &RxFrame) {
-        let d = f.data();
-        let wire = match &f.tag {
-            Some(tag) if d.len() >= 12 => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&d[..12]);
-                self.scratch.extend_from_slice(tag);
-                self.scratch.extend_from_slice(&d[12..]);
-                &self.scratch[..]
-            }
-            _ => d,
-        };
-        trace::offer_all(self.traces, self.net, port, dir, wire);
+/// Decide every frame of a batch, then send them: the pipeline for all first (learning as
+/// it goes, with the table's lines prefetched for the whole batch), then egress.
+#[inline]
+fn forward(
+    net: &LocalNet,
+    routes: &Routes,
+    batch: &[RxFrame],
+    in_id: PortId,
+    inp: &PortShared,
+    actions: &mut Vec<Action>,
+    out: &mut Out,
+) {
+    let now = clock::now();
+    let c = inp.stats.worker(out.worker);
+    let max_frame = inp.max_frame();
+    let env = Env { routes };
+    net.pipeline.prefetch(batch);
+    actions.clear();
+    for f in batch {
+        bump(&c.rx_packets, 1);
+        bump(&c.rx_bytes, f.wire_len() as u64);
+        let cx = FrameCx { frame: f, in_port: in_id, max_frame, now };
+        let a = net.pipeline.run(&env, &cx, &mut NoObserve);
+        if let Action::Drop(why) = a {
+            c.drop(why);
+        }
+        actions.push(a);
+    }
+    if !out.tx.traces.is_empty() {
+        for f in batch {
+            out.trace(in_id, Dir::In, f);
+        }
+    }
+    for (f, &a) in batch.iter().zip(actions.iter()) {
+        let cx = FrameCx { frame: f, in_port: in_id, max_frame, now };
+        egress::run(a, &cx, &net.members, out, &mut NoObserve);
     }
 }
 
-/// Where one batch's frames go out.
-struct Egress<'a, 'b> {
-    ports: &'a mut [Option<LocalPort>],
+/// A worker's egress for one batch: its queues, its counters, the gateway queue and the
+/// traces.
+struct Out<'a> {
+    tx: &'a mut TxSide,
     worker: usize,
-    faults: &'a mut Vec<(PortId, String)>,
-    tracing: Option<&'a mut Tracing<'b>>,
+    services: &'a Link,
+    net_id: NetId,
+    gateway: Option<&'a PortShared>,
+    /// Frames queued for the services thread in this batch.
+    to_services: usize,
 }
 
-impl Egress<'_, '_> {
-    /// Send one frame out of port `out`, counting it or its drop on that port.
+impl<'a> Out<'a> {
+    fn new(tx: &'a mut TxSide, worker: usize, services: &'a Link, net_id: NetId, net: &'a LocalNet) -> Out<'a> {
+        Out { tx, worker, services, net_id, gateway: net.gateway.as_deref(), to_services: 0 }
+    }
+
+    /// End of batch: push out what it queued on each member port, wake the services
+    /// thread if it got frames.
+    fn finish(self, members: &[PortId]) {
+        for &m in members {
+            if let Some(p) = self.tx.ports.get_mut(m as usize).and_then(Option::as_mut) {
+                if let Err(TxError::Fault(e)) = p.queue.flush() {
+                    self.tx.faulted.push((m, e.to_string()));
+                }
+            }
+        }
+        if self.to_services > 0 {
+            self.services.notify_services();
+        }
+    }
+
+    /// Show the traces the frame as it is on the wire: an offloaded VLAN tag goes back in.
+    #[inline(never)]
+    fn trace(&mut self, port: PortId, dir: Dir, f: &RxFrame) {
+        let d = f.data();
+        let scratch = &mut self.tx.scratch;
+        let wire = match &f.tag {
+            Some(tag) if d.len() >= 12 => {
+                scratch.clear();
+                scratch.extend_from_slice(&d[..12]);
+                scratch.extend_from_slice(tag);
+                scratch.extend_from_slice(&d[12..]);
+                &scratch[..]
+            }
+            _ => d,
+        };
+        trace::offer_all(&self.tx.traces, self.net_id, port, dir, wire);
+    }
+}
+
+impl Sink for Out<'_> {
     #[inline]
-    fn transmit(&mut self, out: PortId, f: &RxFrame) {
-        let Some(p) = self.ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
-        if p.failed {
-            return;
-        }
+    fn max_frame(&self, port: PortId) -> Option<usize> {
+        let p = self.tx.ports.get(port as usize)?.as_ref()?;
+        (!p.failed).then(|| p.shared.max_frame())
+    }
+
+    #[inline]
+    fn send(&mut self, out: PortId, f: &RxFrame) {
+        let Some(p) = self.tx.ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
         let c = p.shared.stats.worker(self.worker);
-        let len = f.wire_len();
-        if len > p.shared.max_frame() && !f.vnet.is_gso() {
-            c.drop(Drop::TooBigForEgress);
-            return;
-        }
         match f.transmit(&mut p.queue) {
             Ok(()) => {
                 bump(&c.tx_packets, 1);
-                bump(&c.tx_bytes, len as u64);
-                if let Some(t) = self.tracing.as_mut() {
-                    t.offer(out, Dir::Out, f);
+                bump(&c.tx_bytes, f.wire_len() as u64);
+                if !self.tx.traces.is_empty() {
+                    self.trace(out, Dir::Out, f);
                 }
             }
-            Err(TxError::Full) => c.drop(Drop::TxError),
+            Err(TxError::Full) => c.drop(DropReason::TxError),
             Err(TxError::Fault(e)) => {
-                c.drop(Drop::TxError);
-                self.faults.push((out, e.to_string()));
+                c.drop(DropReason::TxError);
+                self.tx.faulted.push((out, e.to_string()));
+            }
+        }
+    }
+
+    #[inline]
+    fn drop(&mut self, port: PortId, why: DropReason) {
+        if let Some(p) = self.tx.ports.get(port as usize).and_then(Option::as_ref) {
+            p.shared.stats.worker(self.worker).drop(why);
+        }
+    }
+
+    fn to_gateway(&mut self, f: &RxFrame) {
+        let queued = self.services.to_services(self.net_id, self.worker, f.data());
+        if let Some(g) = self.gateway {
+            let c = g.stats.worker(self.worker);
+            if queued {
+                bump(&c.tx_packets, 1);
+                bump(&c.tx_bytes, f.wire_len() as u64);
+            } else {
+                c.drop(DropReason::GatewayBusy);
+            }
+        }
+        if queued {
+            self.to_services += 1;
+            if !self.tx.traces.is_empty() {
+                self.trace(GATEWAY_PORT, Dir::Out, f);
             }
         }
     }
@@ -419,6 +505,7 @@ impl Egress<'_, '_> {
 fn socket_error(fd: i32) -> String {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are live and sized for SO_ERROR's int.
     let r = unsafe {
         libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len)
     };
@@ -432,7 +519,9 @@ fn socket_error(fd: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fdb::MacTable;
     use crate::frame::{max_frame_for_mtu, test_frame};
+    use crate::pipeline::Bridge;
     use crate::port::memory::MemoryQueue;
     use crate::trace::Select;
 
@@ -446,9 +535,12 @@ mod tests {
     fn worker_with(frames: Vec<Vec<u8>>, third_reads: bool, broken: bool) -> Setup {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (faults, fault_rx) = crossbeam_channel::unbounded();
-        let mut w = Worker::new(0, rx, Arc::new(Waker::new().unwrap()), faults);
+        let waker = Arc::new(Waker::new().unwrap());
+        let link = Arc::new(Link::new(vec![waker.clone()]));
+        let mut w = Worker::new(0, rx, waker, faults, link);
         let table = Arc::new(MacTable::new(1024));
-        tx.send(Cmd::AddNetwork { net: 0, table: table.clone() }).unwrap();
+        let pipeline = Pipeline::Bridge(Bridge { table: table.clone(), gateway: None });
+        tx.send(Cmd::AddNetwork { net: 0, pipeline, gateway: None }).unwrap();
         let mut shared = Vec::new();
         for p in 1..=3 {
             let reads = p == 1 || (p == 3 && third_reads);
@@ -505,5 +597,16 @@ mod tests {
         assert!(w.pass().is_some());
         assert!(tx_packets(&s[2]) >= 1, "port 3 still gets port 1's floods");
         assert!(tx_packets(&s[0]) >= 1, "port 1 still gets port 3's floods");
+    }
+
+    #[test]
+    fn the_batch_vector_keeps_its_allocation() {
+        let v: Vec<RxFrame<'static>> = Vec::with_capacity(BATCH);
+        let data = vec![0u8; 60];
+        let mut b = recycle(v);
+        let ptr = b.as_ptr() as usize;
+        b.push(RxFrame::new(VnetHdr::default(), &data, None));
+        let back: Vec<RxFrame<'static>> = recycle(b);
+        assert_eq!((back.as_ptr() as usize, back.capacity()), (ptr, BATCH));
     }
 }

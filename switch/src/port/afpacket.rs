@@ -307,10 +307,16 @@ impl AfPacketQueue {
         self.fd.as_raw_fd()
     }
 
-    /// Hand up to `max` received frames to the worker. They stay valid (in the ring or in
-    /// `bufs`) until `release`.
-    pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize, bufs: &mut WorkerBuffers) -> io::Result<()> {
+    /// Hand up to `max` received frames to the worker. They borrow the ring (or a buffer of
+    /// `bufs`) until they are dropped; `release` then gives the slots back.
+    pub fn receive<'q>(
+        &'q mut self,
+        out: &mut Vec<RxFrame<'q>>,
+        max: usize,
+        bufs: &'q mut WorkerBuffers,
+    ) -> io::Result<()> {
         debug_assert_eq!(self.rx_held, 0);
+        let mut spare = bufs.iter_mut();
         while out.len() < max {
             let slot = self.rx.slot(self.rx_held, RX_BLOCK);
             let st = status(slot);
@@ -318,14 +324,18 @@ impl AfPacketQueue {
                 break;
             }
             self.rx_held += 1;
+            // SAFETY: the slot is ours (TP_STATUS_USER) until `release`, which needs `&mut
+            // self` and so waits until every frame borrowed from it here is gone. Its header
+            // and the sockaddr_ll after it lie inside the slot.
             let h = unsafe { &*(slot as *const Tpacket2Hdr) };
             let outgoing = unsafe { *slot.add(PKTTYPE_OFF) } == PACKET_OUTGOING;
             let tag = vlan_tag(st, h.tp_vlan_tci, h.tp_vlan_tpid);
             if st & TP_STATUS_COPY != 0 {
                 // Too big for the slot: the whole frame waits on the socket queue.
-                let buf = bufs.get(out.len());
+                let Some(buf) = spare.next() else { break };
                 match self.recv_copy(buf)? {
                     Some((len, tag)) if !outgoing => {
+                        let buf: &'q [u8] = buf;
                         out.push(RxFrame::new(VnetHdr::from_slice(buf), &buf[VNET_HDR_LEN..len], tag))
                     }
                     _ => continue,
@@ -333,14 +343,21 @@ impl AfPacketQueue {
             } else if outgoing {
                 continue; // never switch what was sent out of this port
             } else {
-                let mac = unsafe { slot.add(h.tp_mac as usize) };
-                let vnet =
-                    VnetHdr::from_slice(unsafe { std::slice::from_raw_parts(mac.sub(VNET_HDR_LEN), VNET_HDR_LEN) });
-                let data = unsafe { std::slice::from_raw_parts(mac, h.tp_snaplen as usize) };
-                let mut f = RxFrame::new(vnet, data, tag);
-                if h.tp_snaplen < h.tp_len {
-                    f.truncated = true;
+                let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
+                if mac < VNET_HDR_LEN || mac + snap > RX_FRAME {
+                    continue; // not a slot the kernel would write: never read outside it
                 }
+                // SAFETY: as above; the frame and the virtio header before it lie inside
+                // the slot (checked just now against the slot size).
+                let (vnet, data) = unsafe {
+                    let m = slot.add(mac);
+                    (
+                        VnetHdr::from_slice(std::slice::from_raw_parts(m.sub(VNET_HDR_LEN), VNET_HDR_LEN)),
+                        std::slice::from_raw_parts::<'q, u8>(m, snap),
+                    )
+                };
+                let mut f = RxFrame::new(vnet, data, tag);
+                f.truncated = h.tp_snaplen < h.tp_len;
                 out.push(f);
             }
         }

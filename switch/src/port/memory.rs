@@ -32,13 +32,19 @@ impl MemoryQueue {
         }
     }
 
-    pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize, _bufs: &mut WorkerBuffers) -> io::Result<()> {
-        if self.frames.is_empty() {
+    pub fn receive<'q>(
+        &'q mut self,
+        out: &mut Vec<RxFrame<'q>>,
+        max: usize,
+        _bufs: &'q mut WorkerBuffers,
+    ) -> io::Result<()> {
+        let MemoryQueue { frames, next, burst, .. } = self;
+        if frames.is_empty() {
             return Ok(());
         }
-        for _ in 0..self.burst.min(max) {
-            out.push(RxFrame::new(VnetHdr::default(), &self.frames[self.next], None));
-            self.next = (self.next + 1) % self.frames.len();
+        for _ in 0..(*burst).min(max) {
+            out.push(RxFrame::new(VnetHdr::default(), &frames[*next], None));
+            *next = (*next + 1) % frames.len();
         }
         Ok(())
     }

@@ -55,46 +55,51 @@ impl PortShared {
     }
 }
 
-/// A received frame: the virtio header, the bytes (in a ring slot or a worker buffer, valid
-/// until the queue's `release`), and the VLAN tag the kernel took out, if it did.
+/// A received frame: the virtio header, the bytes (borrowed from the queue's ring slot or
+/// from the worker's buffers until the queue's `release`), and the VLAN tag the kernel took
+/// out, if it did.
 #[derive(Clone, Copy)]
-pub struct RxFrame {
+pub struct RxFrame<'a> {
     pub vnet: VnetHdr,
-    data: *const u8,
-    len: usize,
+    data: &'a [u8],
     pub tag: Option<[u8; 4]>,
     pub truncated: bool,
 }
 
-// A worker's batch of frames moves with the worker; the frames never outlive the batch.
-unsafe impl Send for RxFrame {}
-
-impl RxFrame {
-    pub fn new(vnet: VnetHdr, data: &[u8], tag: Option<[u8; 4]>) -> RxFrame {
-        RxFrame { vnet, data: data.as_ptr(), len: data.len(), tag, truncated: false }
+impl<'a> RxFrame<'a> {
+    pub fn new(vnet: VnetHdr, data: &'a [u8], tag: Option<[u8; 4]>) -> RxFrame<'a> {
+        RxFrame { vnet, data, tag, truncated: false }
     }
 
     /// The frame's bytes as received (without the offloaded VLAN tag).
-    pub fn data(&self) -> &[u8] {
-        // Valid until the owning queue's release (see the type's doc); the worker keeps it
-        // only for the batch.
-        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    #[inline]
+    pub fn data(&self) -> &'a [u8] {
+        self.data
     }
 
     /// Length on the wire, VLAN tag included.
+    #[inline]
     pub fn wire_len(&self) -> usize {
-        self.len + if self.tag.is_some() { VLAN_HLEN } else { 0 }
+        self.data.len() + if self.tag.is_some() { VLAN_HLEN } else { 0 }
     }
 
     /// Send the frame on `q`, putting an offloaded VLAN tag back where it belongs.
     pub fn transmit(&self, q: &mut Queue) -> Result<(), TxError> {
-        let d = self.data();
+        let d = self.data;
         match &self.tag {
             None => q.transmit(&self.vnet, &[d]),
             Some(tag) if d.len() >= 12 => q.transmit(&self.vnet.shifted(VLAN_HLEN as u16), &[&d[..12], tag, &d[12..]]),
             Some(_) => q.transmit(&self.vnet, &[d]),
         }
     }
+}
+
+/// An empty batch with a new lifetime, keeping its allocation: a worker reuses one vector
+/// for every batch although each batch borrows a different queue. (An in-place collect of
+/// an empty vector: no element is ever converted, the buffer is reused.)
+pub fn recycle<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 pub enum TxError {
@@ -115,8 +120,9 @@ impl WorkerBuffers {
         WorkerBuffers { bufs: (0..batch).map(|_| vec![0u8; VNET_HDR_LEN + MAX_FRAME].into_boxed_slice()).collect() }
     }
 
-    pub fn get(&mut self, i: usize) -> &mut [u8] {
-        &mut self.bufs[i]
+    /// The buffers, each to be lent to at most one frame of a batch.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Box<[u8]>> {
+        self.bufs.iter_mut()
     }
 }
 
@@ -136,7 +142,14 @@ impl Queue {
         }
     }
 
-    pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize, bufs: &mut WorkerBuffers) -> io::Result<()> {
+    /// Receive up to `max` frames into `out`. They borrow the queue and `bufs` until they are
+    /// dropped; only then can `release` give their slots back.
+    pub fn receive<'q>(
+        &'q mut self,
+        out: &mut Vec<RxFrame<'q>>,
+        max: usize,
+        bufs: &'q mut WorkerBuffers,
+    ) -> io::Result<()> {
         match self {
             Queue::AfPacket(q) => q.receive(out, max, bufs),
             Queue::Tap(q) => q.receive(out, max, bufs),

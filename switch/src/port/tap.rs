@@ -104,10 +104,18 @@ impl TapQueue {
         self.fd.as_raw_fd()
     }
 
-    /// Read up to `max` frames (one read each: the TAP interface allows no less).
-    pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize, bufs: &mut WorkerBuffers) -> io::Result<()> {
+    /// Read up to `max` frames (one read each: the TAP interface allows no less), each into
+    /// a buffer of its own.
+    pub fn receive<'q>(
+        &'q mut self,
+        out: &mut Vec<RxFrame<'q>>,
+        max: usize,
+        bufs: &'q mut WorkerBuffers,
+    ) -> io::Result<()> {
+        let mut spare = bufs.iter_mut();
         while out.len() < max {
-            let buf = bufs.get(out.len());
+            let Some(buf) = spare.next() else { break };
+            // SAFETY: `buf` is a live buffer of `buf.len()` bytes that the kernel fills.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -120,6 +128,7 @@ impl TapQueue {
             if n < VNET_HDR_LEN {
                 continue;
             }
+            let buf: &'q [u8] = buf;
             out.push(RxFrame::new(VnetHdr::from_slice(buf), &buf[VNET_HDR_LEN..n], None));
         }
         Ok(())

@@ -1,0 +1,193 @@
+//! gateway: frames for the switch itself. Every bridge network has a gateway (VPP's BVI,
+//! docker0's address, but inside the switch): its MAC is a static entry in the network's
+//! table pointing at `GATEWAY_PORT`, so lookup already sends unicast for it here; this stage
+//! also takes the ARP requests and IPv6 neighbour solicitations that ask for the gateway's
+//! addresses (broadcast and multicast, so lookup would flood them).
+//!
+//! What reaches the gateway's MAC but is addressed elsewhere is traffic to be routed: to
+//! another network it is refused (networks are isolated, as Docker's are), to the outside
+//! there is no route yet (that needs an uplink and NAT). Both are counted.
+
+use super::classify::Eth;
+use super::{Action, DropReason, FrameCx, GatewayWhy, Note, Observe};
+use crate::fdb::GATEWAY_PORT;
+use crate::mac::MacAddr;
+use crate::worker::NetId;
+use ipnet::IpNet;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, EthernetProtocol, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::ControlFlow;
+
+pub const NAME: &str = "gateway";
+
+/// A network's gateway as the data plane knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gateway {
+    pub net: NetId,
+    pub mac: MacAddr,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Which network each subnet belongs to: tells "another network" from "outside".
+#[derive(Default, Debug, Clone)]
+pub struct Routes {
+    subnets: Vec<(IpNet, NetId)>,
+}
+
+impl Routes {
+    pub fn new(subnets: Vec<(IpNet, NetId)>) -> Routes {
+        Routes { subnets }
+    }
+
+    pub fn network_of(&self, ip: IpAddr) -> Option<NetId> {
+        self.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|&(_, n)| n)
+    }
+}
+
+#[inline]
+pub fn run<O: Observe>(
+    gw: &Gateway,
+    routes: &Routes,
+    cx: &FrameCx,
+    eth: &Eth,
+    action: Action,
+    obs: &mut O,
+) -> ControlFlow<Action, Action> {
+    if cx.in_port == GATEWAY_PORT {
+        return ControlFlow::Continue(action); // the gateway's own frames
+    }
+    let taken = match action {
+        Action::Gateway => to_gateway_mac(gw, routes, eth),
+        Action::Flood if eth.dst.is_multicast() && cx.frame.tag.is_none() => match asks_for_gateway(gw, eth) {
+            Some(why) => Ok(why),
+            None => return ControlFlow::Continue(action),
+        },
+        _ => return ControlFlow::Continue(action),
+    };
+    match taken {
+        Ok(why) => {
+            obs.note(NAME, Note::ForGateway(why));
+            ControlFlow::Continue(Action::Gateway)
+        }
+        Err(why) => {
+            obs.note(NAME, Note::Dropped(why));
+            ControlFlow::Break(Action::Drop(why))
+        }
+    }
+}
+
+/// A frame sent to the gateway's MAC: for the gateway itself, or to be routed.
+fn to_gateway_mac(gw: &Gateway, routes: &Routes, eth: &Eth) -> Result<GatewayWhy, DropReason> {
+    let payload = eth.frame.payload();
+    let dst: IpAddr = match eth.frame.ethertype() {
+        EthernetProtocol::Arp => return Ok(GatewayWhy::Unicast),
+        EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
+            Ok(ip) if Some(ip.dst_addr()) == gw.ipv4 => return Ok(GatewayWhy::Unicast),
+            Ok(ip) => ip.dst_addr().into(),
+            Err(_) => return Err(DropReason::NoRoute),
+        },
+        EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(payload) {
+            Ok(ip) if Some(ip.dst_addr()) == gw.ipv6 => return Ok(GatewayWhy::Unicast),
+            Ok(ip) => ip.dst_addr().into(),
+            Err(_) => return Err(DropReason::NoRoute),
+        },
+        _ => return Err(DropReason::NoRoute),
+    };
+    match routes.network_of(dst) {
+        Some(n) if n != gw.net => Err(DropReason::Isolated),
+        _ => Err(DropReason::NoRoute),
+    }
+}
+
+/// A broadcast or multicast frame that asks for one of the gateway's addresses.
+fn asks_for_gateway(gw: &Gateway, eth: &Eth) -> Option<GatewayWhy> {
+    let payload = eth.frame.payload();
+    match eth.frame.ethertype() {
+        EthernetProtocol::Arp => {
+            let arp = ArpPacket::new_checked(payload).ok()?;
+            let target = <[u8; 4]>::try_from(arp.target_protocol_addr()).ok()?;
+            (arp.operation() == ArpOperation::Request && Some(Ipv4Addr::from(target)) == gw.ipv4)
+                .then_some(GatewayWhy::ArpRequest)
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(payload).ok()?;
+            if ip.next_header() != IpProtocol::Icmpv6 {
+                return None;
+            }
+            let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+            (icmp.msg_type() == Icmpv6Message::NeighborSolicit && Some(icmp.target_addr()) == gw.ipv6)
+                .then_some(GatewayWhy::NeighborSolicit)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{bridge, run};
+    use super::*;
+    use crate::frame_spec;
+
+    const GW_MAC: &str = "02:42:0a:01:00:01";
+
+    fn setup() -> (super::super::Pipeline, Routes) {
+        let gw = Gateway {
+            net: 1,
+            mac: GW_MAC.parse().unwrap(),
+            ipv4: Some("10.1.0.1".parse().unwrap()),
+            ipv6: Some("fd00:1::1".parse().unwrap()),
+        };
+        let p = bridge(Some(gw));
+        p.table().add_static(GW_MAC.parse().unwrap(), GATEWAY_PORT).unwrap();
+        let routes = Routes::new(vec![("10.1.0.0/16".parse().unwrap(), 1), ("10.2.0.0/16".parse().unwrap(), 2)]);
+        (p, routes)
+    }
+
+    fn frame(spec: &str) -> Vec<u8> {
+        frame_spec::parse(spec).unwrap()
+    }
+
+    #[test]
+    fn takes_what_is_for_it() {
+        let (p, r) = setup();
+        let ping = frame(&format!("dst {GW_MAC} ip src 10.1.0.5 dst 10.1.0.1 icmp"));
+        let (a, notes) = run(&p, &r, 1, &ping);
+        assert_eq!(a, Action::Gateway);
+        assert!(notes.contains(&(NAME, Note::ForGateway(GatewayWhy::Unicast))));
+        let who_has = frame("dst ff:ff:ff:ff:ff:ff arp tell 10.1.0.5 who-has 10.1.0.1");
+        assert_eq!(run(&p, &r, 1, &who_has).0, Action::Gateway);
+        let ns = frame("dst 33:33:ff:00:00:01 ipv6 src fd00:1::5 dst ff02::1:ff00:1 ns fd00:1::1");
+        assert_eq!(run(&p, &r, 1, &ns).0, Action::Gateway);
+    }
+
+    #[test]
+    fn leaves_other_group_frames_flooded() {
+        let (p, r) = setup();
+        let other = frame("dst ff:ff:ff:ff:ff:ff arp tell 10.1.0.5 who-has 10.1.0.9");
+        assert_eq!(run(&p, &r, 1, &other).0, Action::Flood);
+        let ns = frame("dst 33:33:ff:00:00:09 ipv6 src fd00:1::5 dst ff02::1:ff00:9 ns fd00:1::9");
+        assert_eq!(run(&p, &r, 1, &ns).0, Action::Flood);
+        assert_eq!(run(&p, &r, 1, &frame("dst ff:ff:ff:ff:ff:ff type 0x88b5")).0, Action::Flood);
+    }
+
+    #[test]
+    fn refuses_to_route() {
+        let (p, r) = setup();
+        let to_blue = frame(&format!("dst {GW_MAC} ip src 10.1.0.5 dst 10.2.0.7 udp"));
+        let (a, notes) = run(&p, &r, 1, &to_blue);
+        assert_eq!(a, Action::Drop(DropReason::Isolated));
+        assert_eq!(notes.last(), Some(&(NAME, Note::Dropped(DropReason::Isolated))));
+        let outside = frame(&format!("dst {GW_MAC} ip src 10.1.0.5 dst 192.0.2.1 tcp"));
+        assert_eq!(run(&p, &r, 1, &outside).0, Action::Drop(DropReason::NoRoute));
+    }
+
+    #[test]
+    fn the_gateways_own_frames_pass() {
+        let (p, r) = setup();
+        let reply = frame(&format!("src {GW_MAC} dst 02:00:00:00:00:05 ip src 10.1.0.1 dst 10.1.0.5 icmp"));
+        assert_eq!(run(&p, &r, GATEWAY_PORT, &reply).0, Action::Flood, "unknown destination: flooded");
+    }
+}

@@ -1,0 +1,281 @@
+//! The switch's own host on one network: smoltcp's `Interface` with the gateway's MAC and
+//! addresses over a device whose frames come from the workers and go back to them. smoltcp
+//! answers ARP, ICMP echo, IPv6 neighbour solicitations and ICMPv6 echo; the gateway also
+//! announces itself (gratuitous ARP, unsolicited NA) when its network comes up and when a
+//! port joins, so endpoints learn its MAC at once.
+
+use super::link::{Link, Packet};
+use crate::mac::MacAddr;
+use crate::worker::NetId;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
+    HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr,
+    NdiscNeighborFlags, NdiscRepr,
+};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Frames waiting for one gateway; more are dropped (the pool bounds them anyway).
+const RX_QUEUE: usize = 256;
+/// The link-local address the gateway answers on as well: endpoints solicit from and route
+/// to link-local addresses too. Endpoints' own are EUI-64 (fe80::42:...), never ::1.
+const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// A gateway's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayAddrs {
+    pub mac: MacAddr,
+    /// Address and prefix length of the network's subnet.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Largest IP packet (the network's MTU).
+    pub mtu: usize,
+}
+
+/// The device smoltcp sees: frames queued by the workers in, frames for the workers out.
+struct Wire {
+    net: NetId,
+    link: Arc<Link>,
+    rx: VecDeque<Packet>,
+    /// The worker the last frame came through: replies go out through it.
+    worker: usize,
+    mtu: usize,
+    /// Replies that found the pool empty.
+    lost: u64,
+}
+
+struct Rx {
+    p: Packet,
+    link: Arc<Link>,
+}
+
+struct Tx<'a> {
+    wire: &'a mut Wire,
+}
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.p.data);
+        self.link.recycle(self.p);
+        r
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        if !self.wire.link.send_down(self.wire.net, self.wire.worker, &buf) {
+            self.wire.lost += 1;
+        }
+        r
+    }
+}
+
+impl Device for Wire {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        self.worker = p.worker;
+        Some((Rx { p, link: self.link.clone() }, Tx { wire: self }))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx { wire: self })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = self.mtu + 14; // smoltcp counts the Ethernet header
+        // Endpoints on veth and TAP hand over TCP and UDP with the checksum left to offload
+        // (only the pseudo-header sum filled in): compute ours, do not check theirs.
+        let mut sum = ChecksumCapabilities::default();
+        sum.tcp = Checksum::Tx;
+        sum.udp = Checksum::Tx;
+        c.checksum = sum;
+        c
+    }
+}
+
+pub struct Host {
+    pub addrs: GatewayAddrs,
+    iface: Interface,
+    wire: Wire,
+    sockets: SocketSet<'static>,
+    /// Frames for this gateway dropped because its queue was full.
+    pub overflow: u64,
+}
+
+impl Host {
+    pub fn new(net: NetId, addrs: GatewayAddrs, link: Arc<Link>, now: Instant) -> Host {
+        let mut wire = Wire { net, link, rx: VecDeque::new(), worker: 0, mtu: addrs.mtu, lost: 0 };
+        let mut cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(addrs.mac.0)));
+        cfg.random_seed = std::collections::hash_map::RandomState::new().hash_one(net);
+        let mut iface = Interface::new(cfg, &mut wire, now);
+        iface.update_ip_addrs(|a| {
+            if let Some((ip, len)) = addrs.ipv4 {
+                let _ = a.push(IpCidr::new(ip.into(), len));
+            }
+            if let Some((ip, len)) = addrs.ipv6 {
+                let _ = a.push(IpCidr::new(ip.into(), len));
+                let _ = a.push(IpCidr::new(LINK_LOCAL.into(), 64));
+            }
+        });
+        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]), overflow: 0 }
+    }
+
+    /// A frame from a worker for this gateway.
+    pub fn receive(&mut self, p: Packet) {
+        if self.wire.rx.len() >= RX_QUEUE {
+            self.overflow += 1;
+            self.wire.link.recycle(p);
+            return;
+        }
+        self.wire.rx.push_back(p);
+    }
+
+    /// Answer what came in; returns when smoltcp next wants to be polled, if ever.
+    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
+        self.iface.poll_at(now, &self.sockets)
+    }
+
+    /// Replies lost because the pool was empty.
+    pub fn lost(&self) -> u64 {
+        self.wire.lost
+    }
+
+    /// Tell the network where the gateway is: a gratuitous ARP and an unsolicited NA.
+    pub fn announce(&mut self) {
+        let mac = EthernetAddress(self.addrs.mac.0);
+        let mut frames = Vec::new();
+        if let Some((ip, _)) = self.addrs.ipv4 {
+            frames.push(gratuitous_arp(mac, ip));
+        }
+        if let Some((ip, _)) = self.addrs.ipv6 {
+            frames.push(unsolicited_na(mac, ip));
+        }
+        for f in frames {
+            if !self.wire.link.send_down(self.wire.net, 0, &f) {
+                self.wire.lost += 1;
+            }
+        }
+    }
+}
+
+/// An Ethernet frame of `len` payload bytes, filled by `fill`.
+fn ethernet(dst: EthernetAddress, src: EthernetAddress, ty: EthernetProtocol, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut buf = vec![0u8; EthernetFrame::<&[u8]>::buffer_len(len)];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr { src_addr: src, dst_addr: dst, ethertype: ty }.emit(&mut f);
+    fill(f.payload_mut());
+    buf
+}
+
+/// Broadcast ARP request for our own address (sender = target): caches update to our MAC.
+pub fn gratuitous_arp(mac: EthernetAddress, ip: Ipv4Addr) -> Vec<u8> {
+    let r = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    ethernet(EthernetAddress::BROADCAST, mac, EthernetProtocol::Arp, r.buffer_len(), |p| {
+        r.emit(&mut ArpPacket::new_unchecked(p))
+    })
+}
+
+/// Unsolicited neighbour advertisement to all nodes, as a router, overriding caches.
+pub fn unsolicited_na(mac: EthernetAddress, ip: Ipv6Addr) -> Vec<u8> {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::OVERRIDE | NdiscNeighborFlags::ROUTER,
+        target_addr: ip,
+        lladdr: Some(mac.into()),
+    });
+    let ip6 = Ipv6Repr {
+        src_addr: ip,
+        dst_addr: all_nodes,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let dst = EthernetAddress([0x33, 0x33, 0, 0, 0, 1]);
+    ethernet(dst, mac, EthernetProtocol::Ipv6, ip6.buffer_len() + icmp.buffer_len(), |p| {
+        let mut pkt = Ipv6Packet::new_unchecked(p);
+        ip6.emit(&mut pkt);
+        icmp.emit(&ip, &all_nodes, &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()), &ChecksumCapabilities::default());
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame_spec;
+    use crate::worker::Waker;
+    use smoltcp::wire::{Icmpv4Packet, Ipv4Packet};
+
+    fn host() -> (Host, Arc<Link>) {
+        let link = Arc::new(Link::new(vec![Arc::new(Waker::new().unwrap())]));
+        let addrs = GatewayAddrs {
+            mac: "02:42:0a:01:00:01".parse().unwrap(),
+            ipv4: Some((Ipv4Addr::new(10, 1, 0, 1), 16)),
+            ipv6: Some(("fd00:1::1".parse().unwrap(), 64)),
+            mtu: 1500,
+        };
+        (Host::new(3, addrs, link.clone(), Instant::from_millis(0)), link)
+    }
+
+    fn feed(h: &mut Host, link: &Link, spec: &str) -> Vec<Vec<u8>> {
+        assert!(link.to_services(3, 0, &frame_spec::parse(spec).unwrap()));
+        h.receive(link.next_up().unwrap());
+        h.poll(Instant::from_millis(1));
+        std::iter::from_fn(|| link.next_down(0)).map(|p| p.data.clone()).collect()
+    }
+
+    #[test]
+    fn answers_arp_ping_and_neighbour_solicitation() {
+        let (mut h, link) = host();
+        let out = feed(&mut h, &link, "src 02:00:00:00:00:05 arp tell 10.1.0.5 who-has 10.1.0.1");
+        assert_eq!(out.len(), 1);
+        let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!((f.ethertype(), f.dst_addr().0), (EthernetProtocol::Arp, [2, 0, 0, 0, 0, 5]));
+
+        let out = feed(&mut h, &link, "src 02:00:00:00:00:05 dst 02:42:0a:01:00:01 ip src 10.1.0.5 dst 10.1.0.1 icmp");
+        let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        let ip = Ipv4Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 1, 0, 5));
+        assert_eq!(Icmpv4Packet::new_checked(ip.payload()).unwrap().msg_type(), smoltcp::wire::Icmpv4Message::EchoReply);
+
+        let out = feed(
+            &mut h,
+            &link,
+            "src 02:00:00:00:00:05 dst 33:33:ff:00:00:01 ipv6 src fd00:1::5 dst ff02::1:ff00:1 ns fd00:1::1",
+        );
+        assert_eq!(out.len(), 1, "a neighbour advertisement");
+        let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        let ip = Ipv6Packet::new_checked(f.payload()).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!((icmp.msg_type(), icmp.target_addr()), (smoltcp::wire::Icmpv6Message::NeighborAdvert, "fd00:1::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn announces_itself() {
+        let (mut h, link) = host();
+        h.announce();
+        let out: Vec<_> = std::iter::from_fn(|| link.next_down(0)).collect();
+        assert_eq!(out.len(), 2);
+        let arp = EthernetFrame::new_checked(&out[0].data[..]).unwrap();
+        assert_eq!(arp.dst_addr(), EthernetAddress::BROADCAST);
+        assert_eq!(out[1].data.len(), 86);
+    }
+}

@@ -1,0 +1,152 @@
+//! services: the switch's own hosts, one per network with a gateway, on a thread of their
+//! own (VPP's BVI with its punt path). Workers hand frames for a gateway over the bounded
+//! `link`; this thread answers them with smoltcp (`host`) and hands the replies back to a
+//! worker, which sends them through the network's pipeline like any frame. Nothing here
+//! ever blocks a worker, and what does not fit is dropped and counted.
+
+pub mod host;
+pub mod link;
+
+use crate::worker::NetId;
+use crossbeam_channel::{Receiver, Sender};
+use host::{GatewayAddrs, Host};
+use link::Link;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Longest sleep when nothing is pending: control messages also wake the thread at once.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Frames taken from the link between two polls of the hosts.
+const BURST: usize = 256;
+
+enum Ctl {
+    Add(NetId, GatewayAddrs),
+    Remove(NetId),
+    Announce(NetId),
+    Stop,
+}
+
+/// Counters of the services thread, for `stats`.
+#[derive(Default)]
+pub struct Counters {
+    /// Frames for a gateway that found its queue full.
+    pub overflow: AtomicU64,
+    /// Replies that found the pool empty.
+    pub lost: AtomicU64,
+}
+
+pub struct Services {
+    ctl: Sender<Ctl>,
+    link: Arc<Link>,
+    pub counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Services {
+    pub fn start(link: Arc<Link>) -> std::io::Result<Services> {
+        let (ctl, rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(Counters::default());
+        let (l, c) = (link.clone(), counters.clone());
+        let thread = std::thread::Builder::new().name("services".into()).spawn(move || serve(l, rx, c))?;
+        link.serve_from(thread.thread().clone());
+        Ok(Services { ctl, link, counters, thread: Some(thread) })
+    }
+
+    fn send(&self, c: Ctl) {
+        let _ = self.ctl.send(c);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// Bring up network `net`'s gateway (and announce it).
+    pub fn add(&self, net: NetId, addrs: GatewayAddrs) {
+        self.send(Ctl::Add(net, addrs));
+    }
+
+    pub fn remove(&self, net: NetId) {
+        self.send(Ctl::Remove(net));
+    }
+
+    /// Announce network `net`'s gateway again (a port joined).
+    pub fn announce(&self, net: NetId) {
+        self.send(Ctl::Announce(net));
+    }
+
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    pub fn stop(&mut self) {
+        self.send(Ctl::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(link: Arc<Link>, ctl: Receiver<Ctl>, counters: Arc<Counters>) {
+    let start = std::time::Instant::now();
+    let now = || smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
+    let mut hosts: HashMap<NetId, Host> = HashMap::new();
+    loop {
+        while let Ok(c) = ctl.try_recv() {
+            match c {
+                Ctl::Add(net, addrs) => {
+                    let mut h = Host::new(net, addrs, link.clone(), now());
+                    h.announce();
+                    hosts.insert(net, h);
+                }
+                Ctl::Remove(net) => {
+                    hosts.remove(&net);
+                }
+                Ctl::Announce(net) => {
+                    if let Some(h) = hosts.get_mut(&net) {
+                        h.announce();
+                    }
+                }
+                Ctl::Stop => return,
+            }
+        }
+        let mut taken = 0;
+        while taken < BURST {
+            let Some(p) = link.next_up() else { break };
+            taken += 1;
+            match hosts.get_mut(&p.net) {
+                Some(h) => h.receive(p),
+                None => link.recycle(p), // its network just went away
+            }
+        }
+        let t = now();
+        let mut next: Option<smoltcp::time::Instant> = None;
+        let (mut overflow, mut lost) = (0, 0);
+        for h in hosts.values_mut() {
+            if let Some(at) = h.poll(t) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            overflow += h.overflow;
+            lost += h.lost();
+        }
+        counters.overflow.store(overflow, Relaxed);
+        counters.lost.store(lost, Relaxed);
+        if taken == 0 {
+            let wait = match next {
+                Some(at) if at <= t => Duration::ZERO,
+                Some(at) => Duration::from_micros((at - t).total_micros()).min(MAX_SLEEP),
+                None => MAX_SLEEP,
+            };
+            if !wait.is_zero() {
+                link.sleep(wait);
+            }
+        }
+    }
+}
