@@ -7,12 +7,12 @@ use divan::{black_box, Bencher};
 use std::sync::Arc;
 use vswitch::fdb::MacTable;
 use vswitch::frame::{max_frame_for_mtu, VnetHdr};
-use vswitch::pipeline::{Bridge, Env, FrameCx, NoObserve, Pipeline, Routes};
-use vswitch::port::RxFrame;
-use vswitch::services::link::Link;
 use vswitch::mac::MacAddr;
+use vswitch::pipeline::{Bridge, Env, FrameCx, NoObserve, Pipeline, Routes};
 use vswitch::port::memory::MemoryQueue;
+use vswitch::port::RxFrame;
 use vswitch::port::{PortShared, Queue};
+use vswitch::services::link::Link;
 use vswitch::worker::{Cmd, NewPort, Waker, Worker};
 
 fn main() {

@@ -75,7 +75,7 @@ fn jumbo_frames_pass_and_too_big_for_egress_is_counted() {
     let d = Daemon::start(2);
     let (a, b, c) = (Host::new("10.50.5.1"), Host::new("10.50.5.2"), Host::new("10.50.5.3"));
     d.network(&net_name(), &[&a, &b, &c]);
-    // Raised after the ports were attached: the switch follows MTU changes (once a second).
+    // Raised after the ports were attached: the switch follows MTU changes (link events).
     a.veth.set_mtu(&a.ns, 9000);
     b.veth.set_mtu(&b.ns, 9000);
     std::thread::sleep(std::time::Duration::from_millis(1500));

@@ -27,7 +27,7 @@ fn restart_restores_networks_and_ports() {
     d.launch();
     let after = d.json(&["network", "inspect", &net, &other]);
     for (x, y) in before.as_array().unwrap().iter().zip(after.as_array().unwrap()) {
-        for k in ["name", "id", "subnet", "gateway", "aging_secs", "endpoints", "static_macs"] {
+        for k in ["name", "id", "ipam", "driver", "internal", "endpoints", "static_macs"] {
             assert_eq!(x[k], y[k], "{k} changed across restart");
         }
     }

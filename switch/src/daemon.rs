@@ -1,10 +1,12 @@
 //! The switch process: loads the state, starts the workers, serves the CLI on a Unix socket,
 //! ages tables and handles port faults, and stops cleanly on SIGTERM/SIGINT.
 
-use crate::controller::Controller;
+use crate::control::netlink::LinkEvents;
+use crate::control::state::StateDir;
+use crate::control::system::Real;
+use crate::control::Controller;
 use crate::dataplane::Dataplane;
 use crate::protocol::{Request, Response};
-use crate::state::StateDir;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -46,11 +48,13 @@ pub fn run(o: Options) -> Result<(), String> {
     if o.workers == 0 {
         return Err("--workers must be at least 1".into());
     }
-    let dir = StateDir::open(&o.state_dir)?;
-    let st = dir.load()?;
+    let dir = StateDir::open(&o.state_dir).map_err(|e| e.to_string())?;
+    let st = dir.load().map_err(|e| e.to_string())?;
     let listener = bind_socket(&o.socket)?;
+    // Subscribed before the ports are restored: no deletion goes unseen in between.
+    let mut links = LinkEvents::subscribe().map_err(|e| format!("cannot watch network interfaces: {e}"))?;
     let dp = Dataplane::start(o.workers).map_err(|e| format!("cannot start workers: {e}"))?;
-    let ctl = Arc::new(Mutex::new(Controller::start(st, dir, dp)?));
+    let ctl = Arc::new(Mutex::new(Controller::start(st, dir, dp, Box::new(Real)).map_err(|e| e.to_string())?));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -67,6 +71,29 @@ pub fn run(o: Options) -> Result<(), String> {
                     match faults.recv_timeout(Duration::from_secs(1)) {
                         Ok(f) => ctl.lock().unwrap().fault(f),
                         Err(_) => ctl.lock().unwrap().tick(),
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?
+    };
+
+    // Interfaces created, changed (MTU) and deleted, as the kernel announces them.
+    let link_watch = {
+        let (ctl, stop) = (ctl.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("links".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match links.next(200) {
+                        Ok(events) => {
+                            for ev in events {
+                                ctl.lock().unwrap().link_event(ev);
+                            }
+                        }
+                        Err(e) => {
+                            warn!("reading link events: {e}");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
                     }
                 }
             })
@@ -90,6 +117,7 @@ pub fn run(o: Options) -> Result<(), String> {
     }
     info!("stopping");
     let _ = housekeeping.join();
+    let _ = link_watch.join();
     ctl.lock().unwrap().shutdown();
     let _ = std::fs::remove_file(&o.socket);
     info!("stopped");

@@ -54,7 +54,8 @@ impl Dataplane {
     /// Start forwarding for network `net`, and bring its gateway up if it has one.
     pub fn add_network(&self, net: NetId, pipeline: &Pipeline, gateway: Option<(&Arc<PortShared>, GatewayAddrs)>) {
         for w in &self.workers {
-            let cmd = Cmd::AddNetwork { net, pipeline: pipeline.clone(), gateway: gateway.as_ref().map(|g| g.0.clone()) };
+            let cmd =
+                Cmd::AddNetwork { net, pipeline: pipeline.clone(), gateway: gateway.as_ref().map(|g| g.0.clone()) };
             self.send(w, cmd);
         }
         if let Some((_, addrs)) = gateway {
@@ -77,7 +78,7 @@ impl Dataplane {
         }
     }
 
-    /// Have network `net`'s gateway announce itself again.
+    /// Have network `net`'s gateway announce itself (gratuitous ARP, unsolicited NA).
     pub fn announce(&self, net: NetId) {
         self.services.announce(net);
     }

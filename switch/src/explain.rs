@@ -194,7 +194,9 @@ fn say(note: Note, name: &impl Fn(PortId) -> String, len: usize, in_port: &str) 
         Note::Unknown(dst) => format!("{dst} is not in the MAC table: flood"),
         Note::Group(dst) => format!("{dst} is a group address: flood"),
         Note::ForGateway(GatewayWhy::Unicast) => "for the switch's own address on this network".into(),
-        Note::ForGateway(GatewayWhy::ArpRequest) => "an ARP request for the gateway's address: answered by the switch".into(),
+        Note::ForGateway(GatewayWhy::ArpRequest) => {
+            "an ARP request for the gateway's address: answered by the switch".into()
+        }
         Note::ForGateway(GatewayWhy::NeighborSolicit) => {
             "a neighbour solicitation for the gateway's address: answered by the switch".into()
         }
@@ -300,7 +302,10 @@ mod tests {
         let e = explain(&net(&p, &r), 1, &[frame("ff:ff:ff:ff:ff:ff", A), frame(B, A), frame(A, B)], 0);
         assert_eq!(e[0].outcome.action, "flood");
         assert_eq!(e[0].outcome.ports, ["b"], "c's MTU is too small");
-        assert!(e[0].steps.iter().any(|s| s.stage == "learn" && s.text == format!("source {A} learned on a (new entry)")));
+        assert!(e[0]
+            .steps
+            .iter()
+            .any(|s| s.stage == "learn" && s.text == format!("source {A} learned on a (new entry)")));
         assert!(e[0].steps.iter().any(|s| s.stage == "egress" && s.text.contains("c: drop, too big")));
         assert_eq!(e[1].outcome, Outcome { action: "forward".into(), ports: vec!["b".into()], reason: None });
         assert!(e[1].steps.iter().any(|s| s.text == format!("source {A} already known on a (age refreshed)")));

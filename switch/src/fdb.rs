@@ -7,14 +7,14 @@
 //! run on the housekeeping thread with the same compare-and-swap, so no reader ever waits.
 //! (No crate offers a wait-free fixed-capacity map with this layout; dashmap and friends lock.)
 //!
-//! Two workers learning the same new MAC at the same instant may both insert it; lookups take
-//! the first, and the spare copy ages out. That is the price of never locking.
+//! Two workers learning the same new MAC at the same instant may both insert it; the one that
+//! finds the other's copy afterwards clears the copy in the higher slot, so one stays.
 
 use crate::hugemem::{HugeArray, Zeroable};
 use crate::mac::MacAddr;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 /// Port ids are 15 bits; 0 means "empty slot".
 pub type PortId = u16;
@@ -188,14 +188,35 @@ impl MacTable {
         for (i, slot) in b.slots.iter().enumerate() {
             if slot.load(Relaxed) == 0 {
                 self.seen[bi * WAYS + i].store(now, Relaxed);
-                if slot.compare_exchange(0, want, Relaxed, Relaxed).is_ok() {
-                    return Learn::New;
+                if slot.compare_exchange(0, want, SeqCst, Relaxed).is_ok() {
+                    return self.settle_duplicate(b, i, key);
                 }
             }
         }
         self.learned.fetch_sub(1, Relaxed);
         self.bucket_full.fetch_add(1, Relaxed);
         Learn::BucketFull
+    }
+
+    /// After inserting `key` at `mine`: if another worker inserted it at the same time, keep
+    /// the copy in the lowest slot and clear the other. Sequentially consistent, so of two
+    /// racing inserts at least one sees the other (and clears the right copy); only a new
+    /// MAC pays for it.
+    #[cold]
+    fn settle_duplicate(&self, b: &Bucket, mine: usize, key: u64) -> Learn {
+        for (j, slot) in b.slots.iter().enumerate() {
+            let w = slot.load(SeqCst);
+            if j == mine || w == 0 || w >> 16 != key || w & STATIC_BIT != 0 {
+                continue;
+            }
+            let upper = j.max(mine);
+            let u = b.slots[upper].load(SeqCst);
+            if u >> 16 == key && u & STATIC_BIT == 0 && b.slots[upper].compare_exchange(u, 0, SeqCst, Relaxed).is_ok() {
+                self.learned.fetch_sub(1, Relaxed);
+            }
+            return if upper == mine { Learn::Known } else { Learn::New };
+        }
+        Learn::New
     }
 
     /// Add or replace a static entry. Fails only if the MAC's bucket is full.
@@ -379,5 +400,7 @@ mod tests {
         for i in 0..10_000 {
             assert!(t.lookup(mac(i)).is_some());
         }
+        assert_eq!(t.entries().len(), 10_000, "racing inserts of one MAC leave one entry");
+        assert_eq!(t.learned(), 10_000);
     }
 }

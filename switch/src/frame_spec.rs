@@ -146,7 +146,8 @@ enum V6L4 {
 }
 
 fn ipv6<'a>(words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> Result<Ipv6Spec, String> {
-    let mut v = Ipv6Spec { src: "fd00::1".parse().expect("literal"), dst: "fd00::2".parse().expect("literal"), l4: V6L4::None };
+    let mut v =
+        Ipv6Spec { src: "fd00::1".parse().expect("literal"), dst: "fd00::2".parse().expect("literal"), l4: V6L4::None };
     let ours = |w: &str, l4: &V6L4| match w {
         "src" | "dst" | "icmp6" | "ns" | "udp" | "tcp" => matches!(l4, V6L4::None),
         "sport" | "dport" => matches!(l4, V6L4::Transport(..)),
@@ -193,7 +194,8 @@ impl Ipv6Spec {
                 if *p == 17 {
                     t.extend_from_slice(&[0, 8, 0, 0]);
                 } else {
-                    t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]); // SYN
+                    t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+                    // SYN
                 }
                 (IpProtocol::from(*p), t)
             }

@@ -14,7 +14,7 @@ fn main() {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            daemon::run(daemon::Options { socket: cli.socket, state_dir, workers })
+            daemon::run(daemon::Options { socket: cli.socket, state_dir, workers }).map(|()| 0)
         }
         cmd => {
             // Like any Unix tool: a closed pipe (`vswitch fdb blue | head`) ends us quietly.
@@ -22,8 +22,11 @@ fn main() {
             cli::run(&cli.socket, cmd)
         }
     };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! The CLI ↔ daemon protocol: one JSON request per line on the Unix socket, one JSON
 //! response line back (`{"ok": ...}` or `{"error": "..."}`).
 
+use crate::control::state::{Endpoint, Network};
 use crate::mac::MacAddr;
 use crate::stats::Totals;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vswitch";
@@ -18,15 +21,11 @@ pub enum Request {
     NetworkInspect {
         names: Vec<String>,
     },
-    NetworkConnect {
-        network: String,
-        iface: String,
-        tap: bool,
-        ip: Option<Ipv4Addr>,
-    },
+    NetworkConnect(Connect),
     NetworkDisconnect {
         network: String,
-        iface: String,
+        /// A port (interface) name, or a sandbox name.
+        target: String,
     },
     NetworkRm {
         names: Vec<String>,
@@ -49,6 +48,18 @@ pub enum Request {
     Trace(TraceRequest),
     /// Run frames through a network's pipeline without sending them.
     Explain(ExplainRequest),
+    /// Make a sandbox for `vswitch run`: a namespace, connected as its mode says.
+    SandboxCreate(CreateSandbox),
+    /// The process `vswitch run` started in a sandbox.
+    SandboxSetPid {
+        name: String,
+        pid: u32,
+    },
+    /// Remove a sandbox: stop its process, disconnect its endpoints, remove its namespace.
+    SandboxRm {
+        name: String,
+    },
+    Ps,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -83,11 +94,83 @@ pub struct ExplainRequest {
 pub struct CreateNetwork {
     pub name: String,
     pub driver: Option<String>,
-    pub subnet: Option<Ipv4Net>,
-    pub gateway: Option<Ipv4Addr>,
-    pub ip_range: Option<Ipv4Net>,
+    /// At most one per address family.
+    #[serde(default)]
+    pub subnets: Vec<IpNet>,
+    #[serde(default)]
+    pub gateways: Vec<IpAddr>,
+    #[serde(default)]
+    pub ip_ranges: Vec<IpNet>,
+    /// `name=IP` pairs kept out of allocation.
+    #[serde(default)]
+    pub aux_addresses: Vec<(String, IpAddr)>,
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub internal: bool,
+    /// Driver options (`-o key=value`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     pub aging_secs: Option<u32>,
     pub max_learned: Option<usize>,
+}
+
+/// What an endpoint is given on a network.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct EndpointOptions {
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
+    pub mac: Option<MacAddr>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Connect {
+    pub network: String,
+    /// An existing interface (or, with `tap`, a TAP device) to attach as a port...
+    pub iface: Option<String>,
+    #[serde(default)]
+    pub tap: bool,
+    /// ...or a network namespace (a name under /run/netns or a path) to give an endpoint.
+    pub netns: Option<String>,
+    /// The sandbox's name for a namespace [default: the namespace's name].
+    pub name: Option<String>,
+    #[serde(default)]
+    pub endpoint: EndpointOptions,
+}
+
+/// How `vswitch run` networks its command, as `docker run --network` takes it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunNetwork {
+    Network(String),
+    None,
+    Host,
+    Container(String),
+}
+
+impl std::str::FromStr for RunNetwork {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RunNetwork, String> {
+        Ok(match s {
+            "none" => RunNetwork::None,
+            "host" => RunNetwork::Host,
+            _ => match s.strip_prefix("container:") {
+                Some("") => return Err("container: needs a sandbox name (container:NAME)".into()),
+                Some(c) => RunNetwork::Container(c.into()),
+                None => RunNetwork::Network(s.into()),
+            },
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreateSandbox {
+    pub name: Option<String>,
+    pub network: RunNetwork,
+    #[serde(default)]
+    pub endpoint: EndpointOptions,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -103,7 +186,8 @@ pub struct NetworkSummary {
     pub id: String,
     pub name: String,
     pub driver: String,
-    pub subnet: Ipv4Net,
+    pub subnets: Vec<IpNet>,
+    pub internal: bool,
     pub ports: usize,
 }
 
@@ -111,7 +195,7 @@ pub struct NetworkSummary {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct NetworkDetail {
     #[serde(flatten)]
-    pub network: crate::state::Network,
+    pub network: Network,
     pub learned_macs: usize,
     /// Source MACs flooded, not learned, because the cap was reached.
     pub not_learned_over_cap: u64,
@@ -134,4 +218,27 @@ pub struct PortStatsView {
     pub kind: String,
     #[serde(flatten)]
     pub totals: Totals,
+}
+
+/// An endpoint as `connect` and `ps` show it: the network's record and where it is.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct EndpointView {
+    pub network: String,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}
+
+/// A sandbox as `ps` and `run` show it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SandboxView {
+    pub name: String,
+    pub id: String,
+    /// bridge, none, host or container:NAME.
+    pub mode: String,
+    pub netns: Option<PathBuf>,
+    /// The name whose /etc/netns files the sandbox's processes see.
+    pub etc_name: Option<String>,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub endpoints: Vec<EndpointView>,
 }

@@ -144,7 +144,13 @@ struct TxSide {
 }
 
 impl Worker {
-    pub fn new(index: usize, cmds: Receiver<Cmd>, waker: Arc<Waker>, faults: Sender<Fault>, services: Arc<Link>) -> Worker {
+    pub fn new(
+        index: usize,
+        cmds: Receiver<Cmd>,
+        waker: Arc<Waker>,
+        faults: Sender<Fault>,
+        services: Arc<Link>,
+    ) -> Worker {
         let mut w = Worker {
             index,
             cmds,

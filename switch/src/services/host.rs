@@ -11,9 +11,8 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr,
-    NdiscNeighborFlags, NdiscRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
+    Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
 };
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -95,8 +94,8 @@ impl Device for Wire {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ethernet;
         c.max_transmission_unit = self.mtu + 14; // smoltcp counts the Ethernet header
-        // Endpoints on veth and TAP hand over TCP and UDP with the checksum left to offload
-        // (only the pseudo-header sum filled in): compute ours, do not check theirs.
+                                                 // Endpoints on veth and TAP hand over TCP and UDP with the checksum left to offload
+                                                 // (only the pseudo-header sum filled in): compute ours, do not check theirs.
         let mut sum = ChecksumCapabilities::default();
         sum.tcp = Checksum::Tx;
         sum.udp = Checksum::Tx;
@@ -172,7 +171,13 @@ impl Host {
 }
 
 /// An Ethernet frame of `len` payload bytes, filled by `fill`.
-fn ethernet(dst: EthernetAddress, src: EthernetAddress, ty: EthernetProtocol, len: usize, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+fn ethernet(
+    dst: EthernetAddress,
+    src: EthernetAddress,
+    ty: EthernetProtocol,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
     let mut buf = vec![0u8; EthernetFrame::<&[u8]>::buffer_len(len)];
     let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
     EthernetRepr { src_addr: src, dst_addr: dst, ethertype: ty }.emit(&mut f);
@@ -213,7 +218,12 @@ pub fn unsolicited_na(mac: EthernetAddress, ip: Ipv6Addr) -> Vec<u8> {
     ethernet(dst, mac, EthernetProtocol::Ipv6, ip6.buffer_len() + icmp.buffer_len(), |p| {
         let mut pkt = Ipv6Packet::new_unchecked(p);
         ip6.emit(&mut pkt);
-        icmp.emit(&ip, &all_nodes, &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()), &ChecksumCapabilities::default());
+        icmp.emit(
+            &ip,
+            &all_nodes,
+            &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
+            &ChecksumCapabilities::default(),
+        );
     })
 }
 
@@ -254,7 +264,10 @@ mod tests {
         let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
         let ip = Ipv4Packet::new_checked(f.payload()).unwrap();
         assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 1, 0, 5));
-        assert_eq!(Icmpv4Packet::new_checked(ip.payload()).unwrap().msg_type(), smoltcp::wire::Icmpv4Message::EchoReply);
+        assert_eq!(
+            Icmpv4Packet::new_checked(ip.payload()).unwrap().msg_type(),
+            smoltcp::wire::Icmpv4Message::EchoReply
+        );
 
         let out = feed(
             &mut h,
@@ -265,7 +278,10 @@ mod tests {
         let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
         let ip = Ipv6Packet::new_checked(f.payload()).unwrap();
         let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
-        assert_eq!((icmp.msg_type(), icmp.target_addr()), (smoltcp::wire::Icmpv6Message::NeighborAdvert, "fd00:1::1".parse().unwrap()));
+        assert_eq!(
+            (icmp.msg_type(), icmp.target_addr()),
+            (smoltcp::wire::Icmpv6Message::NeighborAdvert, "fd00:1::1".parse().unwrap())
+        );
     }
 
     #[test]

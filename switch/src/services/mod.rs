@@ -62,7 +62,7 @@ impl Services {
         }
     }
 
-    /// Bring up network `net`'s gateway (and announce it).
+    /// Bring up network `net`'s gateway.
     pub fn add(&self, net: NetId, addrs: GatewayAddrs) {
         self.send(Ctl::Add(net, addrs));
     }
@@ -71,7 +71,7 @@ impl Services {
         self.send(Ctl::Remove(net));
     }
 
-    /// Announce network `net`'s gateway again (a port joined).
+    /// Have network `net`'s gateway announce itself (the network came up with its ports).
     pub fn announce(&self, net: NetId) {
         self.send(Ctl::Announce(net));
     }
@@ -102,9 +102,7 @@ fn serve(link: Arc<Link>, ctl: Receiver<Ctl>, counters: Arc<Counters>) {
         while let Ok(c) = ctl.try_recv() {
             match c {
                 Ctl::Add(net, addrs) => {
-                    let mut h = Host::new(net, addrs, link.clone(), now());
-                    h.announce();
-                    hosts.insert(net, h);
+                    hosts.insert(net, Host::new(net, addrs, link.clone(), now()));
                 }
                 Ctl::Remove(net) => {
                     hosts.remove(&net);

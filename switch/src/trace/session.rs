@@ -2,7 +2,7 @@
 //! client until it says stop (or goes away), then stop the tracer and send the totals.
 
 use super::{stream, Record};
-use crate::controller::Controller;
+use crate::control::Controller;
 use crate::fdb::PortId;
 use crate::protocol::{Response, TraceRequest, TraceStarted};
 use std::collections::HashSet;

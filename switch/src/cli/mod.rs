@@ -1,15 +1,17 @@
 //! The command line: `docker network` vocabulary, talking to the daemon over its socket.
 
+mod run;
+
 use crate::client::call;
 use crate::explain::Explanation;
 use crate::mac::MacAddr;
 use crate::protocol::*;
-use crate::state::Endpoint;
 use crate::trace::writer::Format;
 use clap::{Args, Parser, Subcommand};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -19,9 +21,12 @@ use std::path::PathBuf;
     about = "A userspace virtual switch for containers and VMs",
     long_about = "A userspace virtual switch for containers and VMs.\n\n\
         Run the switch process with `sudo vswitch daemon`, then drive it like `docker network`:\n\n  \
-        vswitch network create blue\n  \
+        vswitch network create blue                # a bridge network with its gateway\n  \
+        vswitch run --name web --network blue -- python3 -m http.server 80\n  \
+        vswitch network connect blue --netns db    # an endpoint in an existing namespace\n  \
         vswitch network connect blue veth-a        # an existing interface (AF_PACKET)\n  \
         vswitch network connect blue --tap vm0     # a TAP device, created if missing\n  \
+        vswitch ps                                 # sandboxes: networks and addresses\n  \
         vswitch fdb blue                           # the MAC table\n  \
         vswitch stats                              # per-port counters and drops\n  \
         vswitch trace blue -w blue.pcapng          # capture what crosses the ports\n  \
@@ -50,6 +55,28 @@ pub enum Command {
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Run a command in a new sandbox (a network namespace) connected as --network says
+    #[command(
+        long_about = "Run a command in a sandbox, as `docker run --network` would network it: a new network \
+        namespace (visible to `ip netns` under the sandbox's name) with an endpoint on a network (its \
+        address, MAC, default route via the network's gateway, /etc/resolv.conf and /etc/hosts), or with only \
+        loopback (none), or the host's own network (host), or another sandbox's (container:NAME). \
+        When the command exits, the sandbox goes with it; with --detach it stays until `vswitch rm NAME`.",
+        after_help = "Examples:\n  \
+        vswitch run --name web --network blue -- python3 -m http.server 80\n  \
+        vswitch run --network blue --ip 172.18.0.50 -- ping -c1 172.18.0.1\n  \
+        vswitch run --network none -- ip addr          only lo\n  \
+        vswitch run --network container:web -- ip addr web's namespace\n  \
+        vswitch run -d --name db --network blue -- sleep infinity"
+    )]
+    Run(run::RunArgs),
+    /// List sandboxes: their mode, networks, addresses and process
+    Ps(Json),
+    /// Remove sandboxes: stop their process, disconnect them, remove their namespace
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Show a network's MAC table, or add/delete a static entry
     Fdb {
         network: String,
@@ -146,6 +173,39 @@ pub struct TraceArgs {
     json: bool,
 }
 
+/// What an endpoint is given on its network.
+#[derive(Args, Default)]
+pub struct EndpointArgs {
+    /// The endpoint's IPv4 address [default: the first free one].
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    /// The endpoint's IPv6 address, on a network with --ipv6 [default: the first free one].
+    #[arg(long)]
+    ip6: Option<Ipv6Addr>,
+    /// The endpoint's MAC [default: 02:42 and its IPv4 address, as Docker does].
+    #[arg(long)]
+    mac: Option<MacAddr>,
+    /// Another name the endpoint answers to on this network (repeatable).
+    #[arg(long = "alias", value_name = "NAME")]
+    aliases: Vec<String>,
+}
+
+impl EndpointArgs {
+    fn options(self) -> EndpointOptions {
+        EndpointOptions { ip: self.ip, ip6: self.ip6, mac: self.mac, aliases: self.aliases }
+    }
+}
+
+fn parse_aux(s: &str) -> Result<(String, IpAddr), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not NAME=IP"))?;
+    Ok((k.to_string(), v.parse().map_err(|_| format!("'{v}' is not an IP address"))?))
+}
+
+fn parse_opt(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
 #[derive(Args)]
 pub struct Json {
     /// Print JSON for scripts.
@@ -159,20 +219,38 @@ pub enum NetworkCmd {
     #[command(alias = "list")]
     Ls(Json),
     /// Create a network
+    #[command(after_help = "Examples:\n  \
+        vswitch network create blue\n  \
+        vswitch network create --subnet 10.10.0.0/24 --ip-range 10.10.0.128/25 --aux-address router=10.10.0.254 red\n  \
+        vswitch network create --ipv6 --subnet 172.30.0.0/16 --subnet fd00:30::/64 dual\n  \
+        vswitch network create --internal -o mtu=9000 backend")]
     Create {
         name: String,
         /// Network driver (bridge).
         #[arg(long, short = 'd', default_value = "bridge")]
         driver: String,
-        /// Subnet in CIDR form [default: the first free of 172.18-31.0.0/16, 192.168.N.0/20].
+        /// Subnet in CIDR form, one per address family [default IPv4: the first free of
+        /// 172.17-31.0.0/16, then 192.168.N.0/20; IPv6 with --ipv6: a unique local /64].
+        #[arg(long = "subnet", value_name = "CIDR")]
+        subnets: Vec<IpNet>,
+        /// Gateway address, one per subnet [default: the subnet's first address].
+        #[arg(long = "gateway", value_name = "IP")]
+        gateways: Vec<IpAddr>,
+        /// Hand out endpoint addresses from this range only, one per subnet [default: the whole subnet].
+        #[arg(long = "ip-range", value_name = "CIDR")]
+        ip_ranges: Vec<IpNet>,
+        /// Keep an address out of allocation (name=IP), repeatable.
+        #[arg(long = "aux-address", value_name = "NAME=IP", value_parser = parse_aux)]
+        aux_addresses: Vec<(String, IpAddr)>,
+        /// Give endpoints IPv6 addresses too.
         #[arg(long)]
-        subnet: Option<Ipv4Net>,
-        /// Gateway address [default: the subnet's first host].
+        ipv6: bool,
+        /// No way out of the network: endpoints get no default route.
         #[arg(long)]
-        gateway: Option<Ipv4Addr>,
-        /// Allocate endpoint addresses from this range [default: the whole subnet].
-        #[arg(long)]
-        ip_range: Option<Ipv4Net>,
+        internal: bool,
+        /// Driver option KEY=VALUE: mtu (or com.docker.network.driver.mtu), the endpoints' MTU [default: 1500].
+        #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_opt)]
+        options: Vec<(String, String)>,
         /// Seconds a learned MAC lives without traffic [default: 300].
         #[arg(long, value_name = "SECS")]
         aging_time: Option<u32>,
@@ -189,22 +267,44 @@ pub enum NetworkCmd {
         #[command(flatten)]
         json: Json,
     },
-    /// Attach an interface to a network as a port
+    /// Give a network an endpoint: an interface as a port, or a namespace an interface of its own
+    #[command(
+        long_about = "Give a network an endpoint. With an interface name, attach that interface as a port (an \
+        existing one, e.g. a veth end, through AF_PACKET; with --tap a TAP device, created if missing). With \
+        --netns, make an interface pair: one end stays with the switch as a port, the other goes into the \
+        namespace as eth0 (then eth1, ...) with its MAC, addresses, MTU and, for its first network, a default \
+        route via the gateway, as Docker sets up a container.",
+        after_help = "Examples:\n  \
+        vswitch network connect blue veth-a\n  \
+        vswitch network connect blue --tap vm0\n  \
+        vswitch network connect blue --netns web --ip 172.18.0.5 --alias www\n  \
+        vswitch network connect blue --netns /proc/4242/ns/net --name worker"
+    )]
     Connect {
         network: String,
         /// An existing interface (e.g. a veth end), or with --tap a TAP device.
-        iface: String,
+        #[arg(required_unless_present = "netns")]
+        iface: Option<String>,
         /// Attach a TAP device, creating it if it does not exist.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "netns")]
         tap: bool,
-        /// The endpoint's IPv4 address [default: the first free one].
-        #[arg(long)]
-        ip: Option<Ipv4Addr>,
+        /// A network namespace to give an endpoint: a name (ip netns) or a path (/proc/PID/ns/net).
+        #[arg(long, value_name = "NS")]
+        netns: Option<String>,
+        /// The sandbox's name for the namespace [default: its name, or pid-PID].
+        #[arg(long, requires = "netns")]
+        name: Option<String>,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
         #[command(flatten)]
         json: Json,
     },
-    /// Detach a port from a network (a TAP the switch created is removed)
-    Disconnect { network: String, iface: String },
+    /// Take an endpoint off a network: a port (a TAP the switch created is removed) or a sandbox's endpoint
+    Disconnect {
+        network: String,
+        /// A port name, or a sandbox name.
+        target: String,
+    },
     /// Remove networks (they must have no ports)
     #[command(alias = "remove")]
     Rm {
@@ -243,66 +343,107 @@ fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
     serde_json::from_value(v).map_err(|e| format!("unexpected answer from the daemon: {e}"))
 }
 
-/// Run a client command.
-pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
+/// Run a client command; returns the process's exit code.
+pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
     let rpc = |r: Request| call(socket, &r);
     match cmd {
         Command::Daemon { .. } => unreachable!("handled in main"),
+        Command::Run(a) => return run::run(socket, a),
+        Command::Ps(j) => {
+            let v = rpc(Request::Ps)?;
+            if j.json {
+                print_json(&v)?;
+                return Ok(0);
+            }
+            run::print_ps(from(v)?);
+        }
+        Command::Rm { names } => {
+            for name in names {
+                rpc(Request::SandboxRm { name: name.clone() })?;
+                println!("{name}");
+            }
+        }
         Command::Network(n) => match n {
             NetworkCmd::Ls(j) => {
                 let v = rpc(Request::NetworkLs)?;
                 if j.json {
-                    return print_json(&v);
+                    print_json(&v)?;
+                    return Ok(0);
                 }
                 let nets: Vec<NetworkSummary> = from(v)?;
                 let rows = nets
                     .into_iter()
-                    .map(|n| vec![n.id, n.name, n.driver, n.subnet.to_string(), n.ports.to_string()])
+                    .map(|n| {
+                        let subnets: Vec<String> = n.subnets.iter().map(|s| s.to_string()).collect();
+                        let driver = if n.internal { format!("{} (internal)", n.driver) } else { n.driver };
+                        vec![n.id, n.name, driver, subnets.join(","), n.ports.to_string()]
+                    })
                     .collect();
-                table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "PORTS"], rows);
+                table(&["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "PORTS"], rows);
             }
-            NetworkCmd::Create { name, driver, subnet, gateway, ip_range, aging_time, max_learned, json } => {
+            NetworkCmd::Create {
+                name,
+                driver,
+                subnets,
+                gateways,
+                ip_ranges,
+                aux_addresses,
+                ipv6,
+                internal,
+                options,
+                aging_time,
+                max_learned,
+                json,
+            } => {
+                let mut opts = BTreeMap::new();
+                for (k, v) in options {
+                    if opts.insert(k.clone(), v).is_some() {
+                        return Err(format!("option '{k}' is given twice"));
+                    }
+                }
                 let c = CreateNetwork {
                     name,
                     driver: Some(driver),
-                    subnet,
-                    gateway,
-                    ip_range,
+                    subnets,
+                    gateways,
+                    ip_ranges,
+                    aux_addresses,
+                    ipv6,
+                    internal,
+                    options: opts,
                     aging_secs: aging_time,
                     max_learned,
                 };
                 let v = rpc(Request::NetworkCreate(c))?;
                 if json.json {
-                    return print_json(&v);
+                    print_json(&v)?;
+                    return Ok(0);
                 }
                 println!("{}", v["id"].as_str().unwrap_or_default());
             }
             NetworkCmd::Inspect { names, json } => {
                 let v = rpc(Request::NetworkInspect { names })?;
                 if json.json {
-                    return print_json(&v);
+                    print_json(&v)?;
+                    return Ok(0);
                 }
                 for d in from::<Vec<NetworkDetail>>(v)? {
                     print_detail(&d);
                 }
             }
-            NetworkCmd::Connect { network, iface, tap, ip, json } => {
-                let v = rpc(Request::NetworkConnect { network: network.clone(), iface, tap, ip })?;
+            NetworkCmd::Connect { network, iface, tap, netns, name, endpoint, json } => {
+                let c = Connect { network: network.clone(), iface, tap, netns, name, endpoint: endpoint.options() };
+                let v = rpc(Request::NetworkConnect(c))?;
                 if json.json {
-                    return print_json(&v);
+                    print_json(&v)?;
+                    return Ok(0);
                 }
-                let e: Endpoint = from(v)?;
-                println!(
-                    "{} connected to {network} as {} port: address {}, MAC {}",
-                    e.name,
-                    e.kind.name(),
-                    e.ipv4,
-                    e.mac
-                );
+                let e: EndpointView = from(v)?;
+                println!("{}", run::describe_endpoint(&e));
             }
-            NetworkCmd::Disconnect { network, iface } => {
-                rpc(Request::NetworkDisconnect { network: network.clone(), iface: iface.clone() })?;
-                println!("{iface} disconnected from {network}");
+            NetworkCmd::Disconnect { network, target } => {
+                rpc(Request::NetworkDisconnect { network: network.clone(), target: target.clone() })?;
+                println!("{target} disconnected from {network}");
             }
             NetworkCmd::Rm { names } => {
                 let v = rpc(Request::NetworkRm { names })?;
@@ -313,7 +454,8 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             NetworkCmd::Prune(j) => {
                 let v = rpc(Request::NetworkPrune)?;
                 if j.json {
-                    return print_json(&v);
+                    print_json(&v)?;
+                    return Ok(0);
                 }
                 let names: Vec<String> = from(v)?;
                 if names.is_empty() {
@@ -331,16 +473,17 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 let mac: MacAddr = a[0].parse()?;
                 rpc(Request::FdbAdd { network: network.clone(), mac, port: a[1].clone() })?;
                 println!("static entry {mac} -> {} added to {network}", a[1]);
-                return Ok(());
+                return Ok(0);
             }
             if let Some(mac) = del {
                 rpc(Request::FdbDel { network: network.clone(), mac })?;
                 println!("entry {mac} deleted from {network}");
-                return Ok(());
+                return Ok(0);
             }
             let v = rpc(Request::Fdb { network })?;
             if json {
-                return print_json(&v);
+                print_json(&v)?;
+                return Ok(0);
             }
             let rows = from::<Vec<FdbEntry>>(v)?
                 .into_iter()
@@ -357,7 +500,8 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 stats.retain(|s| ports.contains(&s.port));
             }
             if json {
-                return print_json(&serde_json::to_value(&stats).expect("json"));
+                print_json(&serde_json::to_value(&stats).expect("json"))?;
+                return Ok(0);
             }
             let rows = stats
                 .into_iter()
@@ -378,8 +522,8 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
                 .collect();
             table(&["PORT", "NETWORK", "KIND", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS"], rows);
         }
-        Command::Trace(t) => return trace(socket, t),
-        Command::Bench { args } => return bench(&args),
+        Command::Trace(t) => trace(socket, t)?,
+        Command::Bench { args } => bench(&args)?,
         Command::Explain { network, in_port, frame, pcap, json } => {
             let frames = match pcap {
                 Some(path) => crate::frame_spec::from_capture_file(&path)?,
@@ -388,14 +532,15 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<(), String> {
             let frames = frames.iter().map(|f| crate::frame_spec::to_hex(f)).collect();
             let v = rpc(Request::Explain(ExplainRequest { network, in_port, frames }))?;
             if json {
-                return print_json(&v);
+                print_json(&v)?;
+                return Ok(0);
             }
             for e in from::<Vec<Explanation>>(v)? {
                 print_explanation(&e);
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `vswitch bench` is the `vswitch-bench` program installed beside this one.
@@ -460,23 +605,32 @@ fn print_explanation(e: &Explanation) {
 
 fn print_detail(d: &NetworkDetail) {
     let n = &d.network;
+    let b = n.bridge();
     println!("Name:        {}", n.name);
     println!("ID:          {}", n.id);
-    println!("Driver:      {}", n.driver.name());
-    println!("Subnet:      {}", n.subnet);
-    println!("Gateway:     {}", n.gateway);
-    println!("IP range:    {}", n.ip_range);
-    println!("Aging time:  {} s", n.aging_secs);
+    println!("Driver:      {}{}", n.driver_name(), if n.internal { " (internal: no way out)" } else { "" });
+    for s in &n.ipam {
+        println!("Subnet:      {} (gateway {}, range {})", s.subnet, s.gateway, s.ip_range);
+        for (name, ip) in &s.aux_addresses {
+            println!("  reserved:  {ip} ({name})");
+        }
+    }
+    println!("Gateway MAC: {}", b.gateway_mac);
+    println!("MTU:         {}", b.mtu);
+    println!("Aging time:  {} s", b.aging_secs);
     println!(
         "MACs:        {} learned (cap {}, {} not learned over the cap)",
-        d.learned_macs, n.max_learned, d.not_learned_over_cap
+        d.learned_macs, b.max_learned, d.not_learned_over_cap
     );
-    println!("Ports:");
+    println!("Endpoints:");
     if n.endpoints.is_empty() {
         println!("  (none)");
     }
     for e in &n.endpoints {
-        println!("  {:<16} {:<10} {:<16} {}", e.name, e.kind.name(), e.ipv4, e.mac);
+        let addrs: Vec<String> =
+            e.ipv4.map(|a| a.to_string()).into_iter().chain(e.ipv6.map(|a| a.to_string())).collect();
+        let at = e.sandbox.as_ref().map(|s| format!("{}:{}", s.sandbox, s.ifname)).unwrap_or_default();
+        println!("  {:<16} {:<10} {:<32} {} {at}", e.name, e.kind.name(), addrs.join(","), e.mac);
     }
     if !n.static_macs.is_empty() {
         println!("Static MACs:");

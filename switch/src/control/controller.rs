@@ -1,0 +1,1170 @@
+//! The control plane: networks, endpoints and sandboxes as the user sees them.
+//!
+//! Every command is one transaction ([`Tx`]): check it in full and prepare what must exist
+//! before its state can be saved (an opened port, an endpoint's interfaces, a namespace),
+//! save the new state, and only then publish it to the data plane (`commit`). A command that
+//! fails changes nothing: what it prepared is undone, and the data plane never saw it.
+
+use super::error::{Error, Result};
+use super::ipam;
+use super::netlink::LinkEvent;
+use super::netns;
+use super::state::*;
+use super::system::{Plumbing, System};
+use crate::clock;
+use crate::dataplane::Dataplane;
+use crate::explain::{self, NetView, PortView};
+use crate::fdb::{MacTable, PortId, GATEWAY_PORT, MAX_PORT_ID};
+use crate::frame::max_frame_for_mtu;
+use crate::mac::MacAddr;
+use crate::netdev::check_ifname;
+use crate::pipeline::{Bridge, Gateway, Pipeline, Routes};
+use crate::port::{Opened, PortKind, PortShared};
+use crate::protocol::*;
+use crate::services::host::GatewayAddrs;
+use crate::trace::{Filter, Select, Tracer};
+use crate::worker::{Fault, NetId};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+struct LiveNet {
+    id: NetId,
+    pipeline: Pipeline,
+    /// The gateway's counters.
+    gateway: Arc<PortShared>,
+}
+
+struct LivePort {
+    id: PortId,
+    network: String,
+    kind: PortKind,
+    shared: Arc<PortShared>,
+    /// AF_PACKET ports: the interface index we bound to (a new index means a new interface).
+    ifindex: Option<u32>,
+}
+
+/// A port opened and waiting for its state to be saved.
+struct NewPort {
+    id: PortId,
+    name: String,
+    network: String,
+    kind: PortKind,
+    opened: Opened,
+}
+
+/// What a transaction does to the live switch once its state is saved.
+enum Step {
+    AddNetwork(String),
+    RemoveNetwork(String),
+    AttachPort(Box<NewPort>),
+    DetachPort(String),
+    DeleteLink(String),
+    DeleteNetns(String),
+}
+
+/// What a transaction made before saving, undone if the save fails.
+enum Undo {
+    Link(String),
+    Netns(String),
+}
+
+/// One command's change: the state it leads to, what it made, what follows the save.
+struct Tx {
+    next: State,
+    undo: Vec<Undo>,
+    then: Vec<Step>,
+}
+
+pub struct Controller {
+    st: State,
+    dir: StateDir,
+    dp: Dataplane,
+    sys: Box<dyn System>,
+    nets: HashMap<String, LiveNet>,
+    ports: HashMap<String, LivePort>,
+    traces: Vec<Arc<Tracer>>,
+    /// Where the search for a free port id starts.
+    next_port_id: PortId,
+}
+
+fn json<T: Serialize>(v: T) -> Result<Value> {
+    Ok(serde_json::to_value(v).expect("views serialize"))
+}
+
+pub fn check_name(name: &str) -> Result<()> {
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(Error::BadNetworkName(name.into()));
+    }
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let s = std::collections::hash_map::RandomState::new();
+    let mut out = format!("{:016x}{:016x}", s.hash_one(1u8), s.hash_one(std::time::SystemTime::now()));
+    out.truncate(bytes * 2);
+    out
+}
+
+fn new_id() -> String {
+    random_hex(16)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The switch's end of an endpoint's veth pair: `vs` and 10 hex digits, unique enough and
+/// within the kernel's 15 bytes.
+fn new_host_ifname() -> String {
+    format!("vs{}", random_hex(5))
+}
+
+impl Controller {
+    /// Take over the saved state and bring every network, port and sandbox back. What cannot
+    /// come back (an interface or a namespace that is gone) is dropped with a log line, and
+    /// the state saved without it.
+    pub fn start(st: State, dir: StateDir, dp: Dataplane, sys: Box<dyn System>) -> Result<Controller> {
+        let mut c = Controller {
+            st: State::new(),
+            dir,
+            dp,
+            sys,
+            nets: HashMap::new(),
+            ports: HashMap::new(),
+            traces: Vec::new(),
+            next_port_id: 1,
+        };
+        let mut next = st.clone();
+        for sb in &st.sandboxes {
+            let owned_ns = matches!(sb.mode, NetMode::Networks | NetMode::None);
+            let gone = match (&sb.netns, owned_ns || sb.owned) {
+                (Some(p), true) => c.sys.netns_identity(p) != sb.ns_identity,
+                _ => false,
+            };
+            if gone {
+                warn!(sandbox = %sb.name, "sandbox removed: its network namespace is gone");
+                let mut tx = Tx { next, undo: vec![], then: vec![] };
+                c.remove_sandbox_in(&mut tx, &sb.name);
+                next = tx.next;
+            }
+        }
+        c.st = next.clone();
+        for net in &next.networks {
+            c.add_live_net(net);
+            for ep in &net.endpoints {
+                let gone = ep.sandbox.is_some() && c.sys.ifindex(&ep.name).is_none();
+                let opened = if gone {
+                    Err(Error::NoInterface(ep.name.clone()))
+                } else {
+                    c.free_port_id().and_then(|id| {
+                        let o = c.sys.open_port(&ep.name, ep.kind, c.dp.workers());
+                        o.map(|o| (id, o)).map_err(|e| Error::Attach { iface: ep.name.clone(), source: e })
+                    })
+                };
+                match opened {
+                    Ok((id, opened)) => c.attach(NewPort {
+                        id,
+                        name: ep.name.clone(),
+                        network: net.name.clone(),
+                        kind: ep.kind,
+                        opened,
+                    }),
+                    Err(e) => {
+                        match &ep.sandbox {
+                            Some(s) => warn!(network = %net.name, port = %ep.name, sandbox = %s.sandbox,
+                                "endpoint removed: its namespace went away"),
+                            None => error!(network = %net.name, port = %ep.name, "port not restored: {e}"),
+                        }
+                        let mut tx = Tx { next: c.st.clone(), undo: vec![], then: vec![] };
+                        c.remove_endpoint_in(&mut tx, &net.name, &ep.name);
+                        c.st = tx.next;
+                    }
+                }
+            }
+            if let Some(n) = c.st.network(&net.name) {
+                for m in &n.static_macs {
+                    let (Some(p), Some(l)) = (c.ports.get(&m.port), c.nets.get(&net.name)) else { continue };
+                    if let Err(e) = l.pipeline.table().add_static(m.mac, p.id) {
+                        error!(network = %net.name, "static entry {} not restored: {e}", m.mac);
+                    }
+                }
+                info!(network = %net.name, ports = n.endpoints.len(), "network restored");
+                // The network is up again: endpoints learn the gateway's MAC at once.
+                c.dp.announce(c.nets[&net.name].id);
+            }
+        }
+        if c.st != st {
+            c.dir.save(&c.st)?;
+        }
+        Ok(c)
+    }
+
+    // ---- the live switch -------------------------------------------------------------
+
+    fn add_live_net(&mut self, net: &Network) {
+        let id = (0..=NetId::MAX).find(|i| !self.nets.values().any(|n| n.id == *i)).expect("65536 networks");
+        let b = net.bridge();
+        let table = Arc::new(MacTable::new(b.max_learned));
+        table.add_static(b.gateway_mac, GATEWAY_PORT).expect("an empty table has room");
+        let v4 = net.subnet_v4().and_then(|s| match s.gateway {
+            IpAddr::V4(g) => Some((g, s.subnet.prefix_len())),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = net.subnet_v6().and_then(|s| match s.gateway {
+            IpAddr::V6(g) => Some((g, s.subnet.prefix_len())),
+            IpAddr::V4(_) => None,
+        });
+        let gateway = Gateway { net: id, mac: b.gateway_mac, ipv4: v4.map(|g| g.0), ipv6: v6.map(|g| g.0) };
+        let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
+        let shared = Arc::new(PortShared::new(self.dp.workers(), max_frame_for_mtu(b.mtu)));
+        let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize };
+        self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
+        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared });
+        self.publish_routes();
+    }
+
+    /// Every network's subnets, for the gateway stage to tell another network from outside.
+    fn publish_routes(&self) {
+        let routes = self
+            .st
+            .networks
+            .iter()
+            .filter_map(|n| Some((n, self.nets.get(&n.name)?.id)))
+            .flat_map(|(n, id)| n.ipam.iter().map(move |s| (s.subnet, id)))
+            .collect();
+        self.dp.set_routes(Routes::new(routes));
+    }
+
+    /// A port id no live or prepared port has. Ids are handed out in turn, not lowest-free
+    /// first: a port connected after another was removed does not take over its id (and so
+    /// its place in a running trace).
+    fn free_port_id(&mut self) -> Result<PortId> {
+        let in_use = |i: PortId| self.ports.values().any(|p| p.id == i);
+        let id = (0..MAX_PORT_ID)
+            .map(|k| (self.next_port_id - 1 + k) % MAX_PORT_ID + 1)
+            .find(|&i| !in_use(i))
+            .ok_or(Error::TooManyPorts(MAX_PORT_ID))?;
+        self.next_port_id = id % MAX_PORT_ID + 1;
+        Ok(id)
+    }
+
+    /// Hand an opened port to the workers.
+    fn attach(&mut self, p: NewPort) {
+        let NewPort { id, name, network, kind, opened } = p;
+        let created = opened.created;
+        let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));
+        let ifindex = opened.ifindex;
+        let Some(net) = self.nets.get(&network) else { return };
+        self.dp.add_port(id, net.id, opened, &shared);
+        info!(network = %network, port = %name, kind = kind.name(), id, created, "port attached");
+        self.ports.insert(name, LivePort { id, network, kind, shared, ifindex });
+    }
+
+    fn detach(&mut self, name: &str) {
+        if let Some(p) = self.ports.remove(name) {
+            self.dp.remove_port(p.id);
+            if let Some(n) = self.nets.get(&p.network) {
+                n.pipeline.table().flush_port(p.id);
+            }
+            info!(network = %p.network, port = name, "port detached");
+        }
+    }
+
+    // ---- transactions ----------------------------------------------------------------
+
+    fn begin(&self) -> Tx {
+        Tx { next: self.st.clone(), undo: vec![], then: vec![] }
+    }
+
+    /// Save `tx.next` as the state; only then is it the state, and the live switch follows.
+    fn commit(&mut self, tx: Tx) -> Result<()> {
+        if let Err(e) = self.dir.save(&tx.next) {
+            self.undo(tx.undo);
+            return Err(e); // ports opened for it close as `tx.then` drops
+        }
+        self.st = tx.next;
+        for step in tx.then {
+            match step {
+                Step::AddNetwork(name) => {
+                    if let Some(n) = self.st.network(&name).cloned() {
+                        self.add_live_net(&n);
+                    }
+                }
+                Step::RemoveNetwork(name) => {
+                    if let Some(n) = self.nets.remove(&name) {
+                        self.dp.remove_network(n.id);
+                        self.publish_routes();
+                    }
+                    info!(network = %name, "network removed");
+                }
+                Step::AttachPort(p) => self.attach(*p),
+                Step::DetachPort(name) => self.detach(&name),
+                Step::DeleteLink(name) => {
+                    if let Err(e) = self.sys.delete_link(&name) {
+                        warn!(port = %name, "{e}");
+                    }
+                }
+                Step::DeleteNetns(name) => self.sys.delete_netns(&name),
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Link(name) => {
+                    let _ = self.sys.delete_link(&name);
+                }
+                Undo::Netns(name) => self.sys.delete_netns(&name),
+            }
+        }
+    }
+
+    /// Run `f` to fill a transaction, then commit it; if `f` fails, undo what it made.
+    fn transact<T>(&mut self, f: impl FnOnce(&mut Self, &mut Tx) -> Result<T>) -> Result<T> {
+        let mut tx = self.begin();
+        match f(self, &mut tx) {
+            Ok(v) => {
+                self.commit(tx)?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.undo(tx.undo);
+                Err(e)
+            }
+        }
+    }
+
+    fn network(&self, name: &str) -> Result<&Network> {
+        self.st.network(name).ok_or_else(|| Error::NoNetwork(name.into()))
+    }
+
+    pub fn handle(&mut self, req: Request) -> std::result::Result<Value, String> {
+        self.handle_typed(req).map_err(|e| e.to_string())
+    }
+
+    fn handle_typed(&mut self, req: Request) -> Result<Value> {
+        match req {
+            Request::NetworkLs => self.ls(),
+            Request::NetworkCreate(c) => self.create(c),
+            Request::NetworkInspect { names } => self.inspect(&names),
+            Request::NetworkConnect(c) => self.connect(c),
+            Request::NetworkDisconnect { network, target } => self.disconnect(&network, &target),
+            Request::NetworkRm { names } => self.rm(&names),
+            Request::NetworkPrune => self.prune(),
+            Request::Fdb { network } => self.fdb(&network),
+            Request::FdbAdd { network, mac, port } => self.fdb_add(&network, mac, &port),
+            Request::FdbDel { network, mac } => self.fdb_del(&network, mac),
+            Request::Stats => self.stats(),
+            Request::Explain(e) => self.explain(&e),
+            Request::SandboxCreate(c) => self.sandbox_create(c),
+            Request::SandboxSetPid { name, pid } => self.sandbox_set_pid(&name, pid),
+            Request::SandboxRm { name } => self.sandbox_rm(&name),
+            Request::Ps => self.ps(),
+            Request::Trace(_) => {
+                Err(Error::invalid("a trace needs a connection of its own (see: vswitch trace --help)"))
+            }
+        }
+    }
+
+    // ---- networks ----------------------------------------------------------------------
+
+    fn ls(&self) -> Result<Value> {
+        let v: Vec<NetworkSummary> = self
+            .st
+            .networks
+            .iter()
+            .map(|n| NetworkSummary {
+                id: n.id[..12].to_string(),
+                name: n.name.clone(),
+                driver: n.driver_name().into(),
+                subnets: n.ipam.iter().map(|s| s.subnet).collect(),
+                internal: n.internal,
+                ports: n.endpoints.len(),
+            })
+            .collect();
+        json(v)
+    }
+
+    fn create(&mut self, c: CreateNetwork) -> Result<Value> {
+        check_name(&c.name)?;
+        if self.st.network(&c.name).is_some() {
+            return Err(Error::NetworkExists(c.name));
+        }
+        match c.driver.as_deref().unwrap_or("bridge") {
+            "bridge" => {}
+            d @ ("macvlan" | "overlay") => return Err(Error::DriverNotYet(d.into())),
+            d => return Err(Error::UnknownDriver(d.into())),
+        }
+        let mut mtu = DEFAULT_MTU;
+        for (k, v) in &c.options {
+            match k.as_str() {
+                "mtu" | "com.docker.network.driver.mtu" => {
+                    mtu =
+                        v.parse().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| {
+                            Error::invalid(format!("-o {k}={v}: the MTU is a number from 68 to 65535"))
+                        })?
+                }
+                _ => return Err(Error::invalid(format!("unknown option '{k}' for the bridge driver (options: mtu)"))),
+            }
+        }
+        let aging_secs = c.aging_secs.unwrap_or(DEFAULT_AGING_SECS);
+        if aging_secs == 0 {
+            return Err(Error::invalid("--aging-time must be at least 1 second"));
+        }
+        let max_learned = c.max_learned.unwrap_or(DEFAULT_MAX_LEARNED);
+        if !(1..=1 << 24).contains(&max_learned) {
+            return Err(Error::invalid("--max-learned must be between 1 and 16777216"));
+        }
+        for (name, _) in &c.aux_addresses {
+            if name.is_empty() {
+                return Err(Error::invalid("--aux-address takes name=IP"));
+            }
+        }
+        let taken: Vec<_> =
+            self.st.networks.iter().flat_map(|n| n.ipam.iter().map(move |s| (s.subnet, n.name.clone()))).collect();
+        let req = ipam::Request {
+            subnets: c.subnets,
+            gateways: c.gateways,
+            ip_ranges: c.ip_ranges,
+            aux_addresses: c.aux_addresses,
+            ipv6: c.ipv6,
+        };
+        let net = Network {
+            name: c.name.clone(),
+            id: new_id(),
+            created: unix_now(),
+            internal: c.internal,
+            ipam: ipam::plan(&req, &taken)?,
+            driver: DriverOptions::Bridge(BridgeOptions {
+                aging_secs,
+                max_learned,
+                mtu,
+                gateway_mac: ipam::random_mac(),
+            }),
+            endpoints: vec![],
+            static_macs: vec![],
+        };
+        self.transact(|_, tx| {
+            tx.next.networks.push(net.clone());
+            tx.then.push(Step::AddNetwork(net.name.clone()));
+            Ok(())
+        })?;
+        let subnets: Vec<String> = net.ipam.iter().map(|s| s.subnet.to_string()).collect();
+        info!(network = %net.name, subnets = %subnets.join(","), internal = net.internal, "network created");
+        json(net)
+    }
+
+    fn detail(&self, n: &Network) -> NetworkDetail {
+        let t = self.nets[&n.name].pipeline.table();
+        NetworkDetail {
+            network: n.clone(),
+            learned_macs: t.learned(),
+            not_learned_over_cap: t.over_limit.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn inspect(&self, names: &[String]) -> Result<Value> {
+        let v = names.iter().map(|n| self.network(n).map(|n| self.detail(n))).collect::<Result<Vec<_>>>()?;
+        json(v)
+    }
+
+    fn rm(&mut self, names: &[String]) -> Result<Value> {
+        if names.is_empty() {
+            return Err(Error::invalid("name at least one network to remove"));
+        }
+        for name in names {
+            let n = self.network(name)?;
+            if !n.endpoints.is_empty() {
+                let ports: Vec<_> = n.endpoints.iter().map(|e| e.name.as_str()).collect();
+                return Err(Error::NetworkInUse { name: name.clone(), ports: ports.join(", ") });
+            }
+        }
+        self.remove_networks(names)?;
+        json(names)
+    }
+
+    fn prune(&mut self) -> Result<Value> {
+        let names: Vec<String> =
+            self.st.networks.iter().filter(|n| n.endpoints.is_empty()).map(|n| n.name.clone()).collect();
+        if !names.is_empty() {
+            self.remove_networks(&names)?;
+        }
+        json(names)
+    }
+
+    fn remove_networks(&mut self, names: &[String]) -> Result<()> {
+        self.transact(|_, tx| {
+            tx.next.networks.retain(|n| !names.contains(&n.name));
+            tx.then.extend(names.iter().map(|n| Step::RemoveNetwork(n.clone())));
+            Ok(())
+        })
+    }
+
+    // ---- endpoints ---------------------------------------------------------------------
+
+    fn connect(&mut self, c: Connect) -> Result<Value> {
+        self.network(&c.network)?;
+        let ep = match (&c.iface, &c.netns) {
+            (Some(_), Some(_)) => return Err(Error::invalid("give an interface or --netns, not both")),
+            (None, None) => {
+                return Err(Error::invalid(
+                    "name an interface to attach, or give a namespace an endpoint with --netns NS",
+                ))
+            }
+            (Some(iface), None) => self.connect_iface(&c.network, iface, c.tap, &c.endpoint)?,
+            (None, Some(ns)) => self.connect_netns(&c.network, ns, c.name.as_deref(), &c.endpoint)?,
+        };
+        json(EndpointView { network: c.network, endpoint: ep })
+    }
+
+    fn connect_iface(&mut self, network: &str, iface: &str, tap: bool, o: &EndpointOptions) -> Result<Endpoint> {
+        check_ifname(iface).map_err(Error::Invalid)?;
+        if let Some(other) = self.st.attached(iface) {
+            return Err(Error::AlreadyAttached { iface: iface.into(), network: other.name.clone() });
+        }
+        if !o.aliases.is_empty() {
+            return Err(Error::invalid("--alias names an endpoint in a namespace: use it with --netns"));
+        }
+        let kind = if tap { PortKind::Tap } else { PortKind::AfPacket };
+        if !tap && self.sys.ifindex(iface).is_none() {
+            return Err(Error::NoInterface(iface.into()));
+        }
+        self.transact(|c, tx| {
+            let net = tx.next.network(network).expect("checked");
+            let (ipv4, ipv6) = ipam::allocate(net, o.ip, o.ip6)?;
+            let mac = endpoint_mac(o.mac, ipv4, ipv6)?;
+            let id = c.free_port_id()?;
+            let opened = c
+                .sys
+                .open_port(iface, kind, c.dp.workers())
+                .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
+            let ep = Endpoint { name: iface.into(), kind, mac, ipv4, ipv6, created_tap: opened.created, sandbox: None };
+            tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
+            let p = NewPort { id, name: iface.into(), network: network.into(), kind, opened };
+            tx.then.push(Step::AttachPort(Box::new(p)));
+            Ok(ep)
+        })
+    }
+
+    fn connect_netns(&mut self, network: &str, ns: &str, name: Option<&str>, o: &EndpointOptions) -> Result<Endpoint> {
+        let path = netns::resolve(ns);
+        let identity = self.sys.netns_identity(&path).ok_or_else(|| Error::NoNamespace(path.display().to_string()))?;
+        let existing =
+            self.st.sandboxes.iter().find(|s| s.ns_identity == Some(identity) && s.mode != NetMode::Host).cloned();
+        let sb = match existing {
+            Some(s) => {
+                if name.is_some_and(|n| n != s.name) {
+                    return Err(Error::invalid(format!("that namespace is sandbox {} already", s.name)));
+                }
+                s
+            }
+            None => {
+                let name = match name {
+                    Some(n) => n.to_string(),
+                    None => default_sandbox_name(ns, &path),
+                };
+                check_name(&name)?;
+                if self.st.sandbox(&name).is_some() {
+                    return Err(Error::SandboxExists(name));
+                }
+                Sandbox {
+                    name,
+                    id: new_id(),
+                    mode: NetMode::Networks,
+                    netns: Some(path.clone()),
+                    ns_identity: Some(identity),
+                    owned: false,
+                    pid: None,
+                    created: unix_now(),
+                }
+            }
+        };
+        self.transact(|c, tx| {
+            if tx.next.sandbox(&sb.name).is_none() {
+                tx.next.sandboxes.push(sb.clone());
+            }
+            c.add_sandbox_endpoint(tx, network, &sb, o)
+        })
+    }
+
+    /// Give sandbox `sb` an endpoint on `network`: an interface pair plumbed into its
+    /// namespace (`eth0`, then `eth1`...; the default route for its first network) and the
+    /// switch's end opened as a port.
+    fn add_sandbox_endpoint(
+        &mut self,
+        tx: &mut Tx,
+        network: &str,
+        sb: &Sandbox,
+        o: &EndpointOptions,
+    ) -> Result<Endpoint> {
+        let net = tx.next.network(network).ok_or_else(|| Error::NoNetwork(network.into()))?;
+        if tx.next.endpoints_of(&sb.name).any(|(n, _)| n.name == network) {
+            return Err(Error::invalid(format!("sandbox {} already has an endpoint on network {network}", sb.name)));
+        }
+        for a in &o.aliases {
+            check_name(a)
+                .map_err(|_| Error::invalid(format!("invalid alias '{a}': use letters, digits, '_', '.' or '-'")))?;
+        }
+        let netns = sb
+            .netns
+            .clone()
+            .ok_or_else(|| Error::invalid(format!("sandbox {} has no namespace of its own", sb.name)))?;
+        let (ipv4, ipv6) = ipam::allocate(net, o.ip, o.ip6)?;
+        let mac = endpoint_mac(o.mac, ipv4, ipv6)?;
+        let others: Vec<String> =
+            tx.next.endpoints_of(&sb.name).filter_map(|(_, e)| e.sandbox.as_ref().map(|s| s.ifname.clone())).collect();
+        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !others.contains(n)).expect("a free name");
+        let first = others.is_empty();
+        let gw = |v6: bool| {
+            let s = if v6 { net.subnet_v6() } else { net.subnet_v4() };
+            s.map(|s| s.gateway).filter(|_| first && !net.internal)
+        };
+        let host = new_host_ifname();
+        let prefix = |v6: bool| {
+            let s = if v6 { net.subnet_v6() } else { net.subnet_v4() };
+            s.map(|s| s.subnet.prefix_len()).unwrap_or(0)
+        };
+        let plumbing = Plumbing {
+            host: &host,
+            netns: &netns,
+            ifname: &ifname,
+            mac,
+            mtu: net.bridge().mtu,
+            ipv4: ipv4.map(|a| (a, prefix(false))),
+            ipv6: ipv6.map(|a| (a, prefix(true))),
+            gateway4: gw(false).and_then(|g| match g {
+                IpAddr::V4(g) => Some(g),
+                IpAddr::V6(_) => None,
+            }),
+            gateway6: gw(true).and_then(|g| match g {
+                IpAddr::V6(g) => Some(g),
+                IpAddr::V4(_) => None,
+            }),
+        };
+        self.sys.plumb(&plumbing)?;
+        tx.undo.push(Undo::Link(host.clone()));
+        let id = self.free_port_id()?;
+        let opened = self
+            .sys
+            .open_port(&host, PortKind::AfPacket, self.dp.workers())
+            .map_err(|e| Error::Attach { iface: host.clone(), source: e })?;
+        let ep = Endpoint {
+            name: host.clone(),
+            kind: PortKind::AfPacket,
+            mac,
+            ipv4,
+            ipv6,
+            created_tap: false,
+            sandbox: Some(SandboxLink { sandbox: sb.name.clone(), ifname, aliases: o.aliases.clone() }),
+        };
+        tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
+        let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
+        tx.then.push(Step::AttachPort(Box::new(p)));
+        Ok(ep)
+    }
+
+    /// Remove endpoint `port` of `network` in `tx`: its port, its static MACs, the interface
+    /// pair the switch made for it, and a sandbox it leaves empty that the switch did not make.
+    fn remove_endpoint_in(&self, tx: &mut Tx, network: &str, port: &str) {
+        let Some(n) = tx.next.network_mut(network) else { return };
+        let Some(ep) = n.endpoints.iter().find(|e| e.name == port).cloned() else { return };
+        n.endpoints.retain(|e| e.name != port);
+        n.static_macs.retain(|m| m.port != port);
+        tx.then.push(Step::DetachPort(port.into()));
+        if let Some(s) = &ep.sandbox {
+            tx.then.push(Step::DeleteLink(port.into()));
+            let left = tx.next.endpoints_of(&s.sandbox).count();
+            let keep = tx.next.sandbox(&s.sandbox).is_some_and(|sb| sb.owned);
+            if left == 0 && !keep {
+                tx.next.sandboxes.retain(|sb| sb.name != s.sandbox);
+            }
+        }
+    }
+
+    fn disconnect(&mut self, network: &str, target: &str) -> Result<Value> {
+        let net = self.network(network)?;
+        let port = match net.endpoint(target) {
+            Some(e) => e.name.clone(),
+            None => match net.endpoints.iter().find(|e| e.sandbox.as_ref().is_some_and(|s| s.sandbox == target)) {
+                Some(e) => e.name.clone(),
+                None => {
+                    return Err(match self.st.attached(target) {
+                        Some(o) => Error::AttachedElsewhere {
+                            iface: target.into(),
+                            network: network.into(),
+                            other: o.name.clone(),
+                        },
+                        None => Error::NotAttached { iface: target.into(), network: network.into() },
+                    })
+                }
+            },
+        };
+        self.transact(|c, tx| {
+            c.remove_endpoint_in(tx, network, &port);
+            Ok(())
+        })?;
+        json(serde_json::json!({ "network": network, "disconnected": target }))
+    }
+
+    // ---- sandboxes ---------------------------------------------------------------------
+
+    fn sandbox_create(&mut self, c: CreateSandbox) -> Result<Value> {
+        let name = c.name.clone().unwrap_or_else(|| format!("vs-{}", random_hex(3)));
+        check_name(&name)?;
+        if self.st.sandbox(&name).is_some() {
+            return Err(Error::SandboxExists(name));
+        }
+        let mut sb = Sandbox {
+            name: name.clone(),
+            id: new_id(),
+            mode: NetMode::Networks,
+            netns: None,
+            ns_identity: None,
+            owned: false,
+            pid: None,
+            created: unix_now(),
+        };
+        let has_endpoint = matches!(c.network, RunNetwork::Network(_));
+        let given = c.endpoint.ip.is_some()
+            || c.endpoint.ip6.is_some()
+            || c.endpoint.mac.is_some()
+            || !c.endpoint.aliases.is_empty();
+        if given && !has_endpoint {
+            return Err(Error::invalid("--ip, --ip6, --mac and --alias need --network NAME"));
+        }
+        match &c.network {
+            RunNetwork::Network(n) => {
+                self.network(n)?;
+            }
+            RunNetwork::Container(other) => {
+                let o = self.st.sandbox(other).ok_or_else(|| Error::NoSandbox(other.clone()))?;
+                if o.netns.is_none() {
+                    return Err(Error::invalid(format!(
+                        "sandbox {other} uses the host's network: run with --network host"
+                    )));
+                }
+                sb.mode = NetMode::Container(other.clone());
+                sb.netns = o.netns.clone();
+                sb.ns_identity = o.ns_identity;
+            }
+            RunNetwork::Host => sb.mode = NetMode::Host,
+            RunNetwork::None => sb.mode = NetMode::None,
+        }
+        self.transact(|c2, tx| {
+            if matches!(sb.mode, NetMode::Networks | NetMode::None) {
+                let path = c2.sys.create_netns(&name)?;
+                tx.undo.push(Undo::Netns(name.clone()));
+                sb.ns_identity = c2.sys.netns_identity(&path);
+                sb.netns = Some(path);
+                sb.owned = true;
+            }
+            tx.next.sandboxes.push(sb.clone());
+            let mut addrs = vec![];
+            if let RunNetwork::Network(n) = &c.network {
+                let ep = c2.add_sandbox_endpoint(tx, n, &sb, &c.endpoint)?;
+                addrs.extend(ep.ipv4.map(IpAddr::V4));
+                addrs.extend(ep.ipv6.map(IpAddr::V6));
+            }
+            if sb.owned {
+                let resolv = netns::resolv_conf_from(&c2.sys.host_resolv_conf());
+                c2.sys.write_sandbox_files(&name, &resolv, &netns::hosts_for(&name, &addrs))?;
+            }
+            Ok(())
+        })?;
+        info!(sandbox = %name, mode = %sb.mode.name(), "sandbox created");
+        json(self.sandbox_view(self.st.sandbox(&name).expect("just saved")))
+    }
+
+    fn sandbox_set_pid(&mut self, name: &str, pid: u32) -> Result<Value> {
+        self.st.sandbox(name).ok_or_else(|| Error::NoSandbox(name.into()))?;
+        self.transact(|_, tx| {
+            if let Some(s) = tx.next.sandboxes.iter_mut().find(|s| s.name == name) {
+                s.pid = Some(pid);
+            }
+            Ok(())
+        })?;
+        json(serde_json::json!({ "name": name, "pid": pid }))
+    }
+
+    /// Remove sandbox `name` in `tx`: its endpoints, and its namespace if the switch made it.
+    fn remove_sandbox_in(&self, tx: &mut Tx, name: &str) {
+        let eps: Vec<(String, String)> =
+            tx.next.endpoints_of(name).map(|(n, e)| (n.name.clone(), e.name.clone())).collect();
+        for (net, port) in eps {
+            self.remove_endpoint_in(tx, &net, &port);
+        }
+        if let Some(sb) = tx.next.sandbox(name).cloned() {
+            if sb.owned {
+                tx.then.push(Step::DeleteNetns(sb.name.clone()));
+            }
+            tx.next.sandboxes.retain(|s| s.name != name);
+        }
+    }
+
+    fn sandbox_rm(&mut self, name: &str) -> Result<Value> {
+        let sb = self.st.sandbox(name).ok_or_else(|| Error::NoSandbox(name.into()))?.clone();
+        if let Some(user) = self.st.sandboxes.iter().find(|s| s.mode == NetMode::Container(name.into())) {
+            return Err(Error::invalid(format!("sandbox {} shares {name}'s network: remove it first", user.name)));
+        }
+        if let Some(pid) = sb.pid.filter(|&p| self.sys.alive(p)) {
+            self.sys.stop_process(pid);
+        }
+        self.transact(|c, tx| {
+            c.remove_sandbox_in(tx, name);
+            Ok(())
+        })?;
+        info!(sandbox = %name, "sandbox removed");
+        json(serde_json::json!({ "removed": name }))
+    }
+
+    fn sandbox_view(&self, sb: &Sandbox) -> SandboxView {
+        let etc_name = match &sb.mode {
+            NetMode::Container(other) => self.st.sandbox(other).filter(|o| o.owned).map(|o| o.name.clone()),
+            _ => sb.owned.then(|| sb.name.clone()),
+        };
+        SandboxView {
+            name: sb.name.clone(),
+            id: sb.id[..12].to_string(),
+            mode: sb.mode.name(),
+            netns: sb.netns.clone(),
+            etc_name,
+            pid: sb.pid,
+            running: sb.pid.is_some_and(|p| self.sys.alive(p)),
+            endpoints: self
+                .st
+                .endpoints_of(&sb.name)
+                .map(|(n, e)| EndpointView { network: n.name.clone(), endpoint: e.clone() })
+                .collect(),
+        }
+    }
+
+    fn ps(&self) -> Result<Value> {
+        json(self.st.sandboxes.iter().map(|s| self.sandbox_view(s)).collect::<Vec<_>>())
+    }
+
+    // ---- MAC tables ----------------------------------------------------------------------
+
+    fn port_names(&self) -> HashMap<PortId, &str> {
+        let mut names: HashMap<PortId, &str> = self.ports.iter().map(|(name, p)| (p.id, name.as_str())).collect();
+        names.insert(GATEWAY_PORT, "gateway");
+        names
+    }
+
+    fn fdb(&self, network: &str) -> Result<Value> {
+        self.network(network)?;
+        let names = self.port_names();
+        let now = clock::now();
+        let v: Vec<FdbEntry> = self.nets[network]
+            .pipeline
+            .table()
+            .entries()
+            .into_iter()
+            .map(|e| FdbEntry {
+                mac: e.mac,
+                port: names.get(&e.port).unwrap_or(&"?").to_string(),
+                age: now.saturating_sub(e.last_seen),
+                kind: if e.is_static { "static" } else { "learned" }.into(),
+            })
+            .collect();
+        json(v)
+    }
+
+    fn fdb_add(&mut self, network: &str, mac: MacAddr, port: &str) -> Result<Value> {
+        let net = self.network(network)?;
+        if !net.endpoints.iter().any(|e| e.name == port) {
+            return Err(Error::NotAttached { iface: port.into(), network: network.into() });
+        }
+        if mac.is_multicast() {
+            return Err(Error::invalid(format!("{mac} is a group address; static entries take a unicast MAC")));
+        }
+        if mac == net.bridge().gateway_mac {
+            return Err(Error::invalid(format!("{mac} is the network's gateway")));
+        }
+        let id = self.ports.get(port).ok_or_else(|| Error::NoPort(port.into()))?.id;
+        let table = self.nets[network].pipeline.table().clone();
+        let before = table.get(mac);
+        table.add_static(mac, id).map_err(Error::Invalid)?;
+        let saved = self.transact(|_, tx| {
+            let n = tx.next.network_mut(network).expect("checked");
+            n.static_macs.retain(|m| m.mac != mac);
+            n.static_macs.push(StaticMac { mac, port: port.into() });
+            Ok(())
+        });
+        if let Err(e) = saved {
+            table.remove(mac);
+            if let Some((p, true)) = before {
+                let _ = table.add_static(mac, p);
+            }
+            return Err(e);
+        }
+        json(serde_json::json!({ "mac": mac, "port": port, "type": "static" }))
+    }
+
+    fn fdb_del(&mut self, network: &str, mac: MacAddr) -> Result<Value> {
+        let net = self.network(network)?;
+        if mac == net.bridge().gateway_mac {
+            return Err(Error::invalid(format!("{mac} is the network's gateway: it stays")));
+        }
+        let table = self.nets[network].pipeline.table().clone();
+        let is_static = net.static_macs.iter().any(|m| m.mac == mac);
+        if !is_static && table.lookup(mac).is_none() {
+            return Err(Error::invalid(format!("no entry for {mac} in network {network}")));
+        }
+        if is_static {
+            self.transact(|_, tx| {
+                tx.next.network_mut(network).expect("checked").static_macs.retain(|m| m.mac != mac);
+                Ok(())
+            })?;
+        }
+        table.remove(mac);
+        json(serde_json::json!({ "mac": mac, "removed": true }))
+    }
+
+    // ---- counters, traces, explain -------------------------------------------------------
+
+    fn stats(&self) -> Result<Value> {
+        let mut v: Vec<PortStatsView> = self
+            .ports
+            .iter()
+            .map(|(name, p)| PortStatsView {
+                port: name.clone(),
+                network: p.network.clone(),
+                kind: p.kind.name().into(),
+                totals: p.shared.stats.totals(),
+            })
+            .collect();
+        // Each network's gateway counts as a port: frames to it and its replies, and what a
+        // flood of requests to it cost (gateway_busy).
+        v.extend(self.nets.iter().map(|(name, n)| PortStatsView {
+            port: "gateway".into(),
+            network: name.clone(),
+            kind: "gateway".into(),
+            totals: n.gateway.stats.totals(),
+        }));
+        v.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
+        json(v)
+    }
+
+    /// Check a trace request in full, then start it on the workers. Returns the tracer and
+    /// the names of the ports it watches now.
+    pub fn start_trace(&mut self, r: &TraceRequest) -> std::result::Result<(Arc<Tracer>, Vec<String>), String> {
+        self.start_trace_typed(r).map_err(|e| e.to_string())
+    }
+
+    fn start_trace_typed(&mut self, r: &TraceRequest) -> Result<(Arc<Tracer>, Vec<String>)> {
+        if let Some(n) = &r.network {
+            self.network(n)?;
+        } else if r.ports.is_empty() {
+            return Err(Error::invalid("name a network or at least one --port to trace"));
+        }
+        for p in &r.ports {
+            let live = self.ports.get(p).ok_or_else(|| Error::NoPort(p.clone()))?;
+            if let Some(n) = r.network.as_ref().filter(|n| **n != live.network) {
+                return Err(Error::PortElsewhere { port: p.clone(), network: n.clone(), other: live.network.clone() });
+            }
+        }
+        if r.snaplen == 0 {
+            return Err(Error::invalid("--snaplen must be at least 1"));
+        }
+        if !(1..=1 << 20).contains(&r.queue) {
+            return Err(Error::invalid("--buffer must be between 1 and 1048576 frames"));
+        }
+        let filter = match r.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(expr) => Some(Filter::compile(expr).map_err(Error::Invalid)?),
+            None => None,
+        };
+        let (select, mut names) = match &r.network {
+            Some(n) if r.ports.is_empty() => {
+                let names = self.network(n)?.endpoints.iter().map(|e| e.name.clone()).collect();
+                (Select::Network(self.nets[n].id), names)
+            }
+            _ => (Select::Ports(r.ports.iter().map(|p| self.ports[p].id).collect()), r.ports.clone()),
+        };
+        names.sort();
+        let t = Arc::new(Tracer::new(select, filter, r.snaplen as usize, r.queue));
+        self.traces.push(t.clone());
+        self.dp.set_traces(self.traces.clone().into());
+        info!(ports = ?names, filter = r.filter.as_deref().unwrap_or(""), "trace started");
+        Ok((t, names))
+    }
+
+    /// Stop a trace; once this returns no worker offers it another frame.
+    pub fn stop_trace(&mut self, t: &Arc<Tracer>) {
+        self.traces.retain(|x| !Arc::ptr_eq(x, t));
+        self.dp.set_traces(self.traces.clone().into());
+        let (captured, dropped) = t.counts();
+        info!(captured, dropped, "trace stopped");
+    }
+
+    fn explain(&self, r: &ExplainRequest) -> Result<Value> {
+        let n = self.network(&r.network)?;
+        let in_port = match self.ports.get(&r.in_port) {
+            Some(p) if p.network == r.network => p.id,
+            Some(p) => {
+                return Err(Error::PortElsewhere {
+                    port: r.in_port.clone(),
+                    network: r.network.clone(),
+                    other: p.network.clone(),
+                })
+            }
+            None => {
+                return Err(Error::invalid(format!(
+                    "no port named '{}' (see: vswitch network inspect {})",
+                    r.in_port, r.network
+                )))
+            }
+        };
+        let frames = r
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                crate::frame_spec::hex(h).ok_or_else(|| Error::invalid(format!("frame {} is not hex", i + 1)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ports = n
+            .endpoints
+            .iter()
+            .filter_map(|e| self.ports.get(&e.name).map(|p| (e, p)))
+            .map(|(e, p)| PortView { id: p.id, name: e.name.clone(), max_frame: p.shared.max_frame() })
+            .collect();
+        let routes = Routes::new(
+            self.st
+                .networks
+                .iter()
+                .filter_map(|x| Some((x, self.nets.get(&x.name)?.id)))
+                .flat_map(|(x, id)| x.ipam.iter().map(move |s| (s.subnet, id)))
+                .collect(),
+        );
+        let view = NetView {
+            name: &n.name,
+            pipeline: &self.nets[&n.name].pipeline,
+            routes: &routes,
+            max_learned: n.bridge().max_learned,
+            ports,
+        };
+        json(explain::explain(&view, in_port, &frames, clock::now()))
+    }
+
+    pub fn port_name(&self, id: PortId) -> Option<String> {
+        if id == GATEWAY_PORT {
+            return Some("gateway".into());
+        }
+        self.ports.iter().find(|(_, p)| p.id == id).map(|(n, _)| n.clone())
+    }
+
+    // ---- housekeeping ----------------------------------------------------------------------
+
+    /// Once a second: age MAC tables.
+    pub fn tick(&mut self) {
+        let now = clock::now();
+        for n in &self.st.networks {
+            if let Some(l) = self.nets.get(&n.name) {
+                l.pipeline.table().age(now, n.bridge().aging_secs);
+            }
+        }
+    }
+
+    /// The kernel said a link changed or went away.
+    pub fn link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Changed(l) => {
+                if let Some(p) = self.ports.values().find(|p| p.ifindex == Some(l.index)) {
+                    if l.mtu > 0 {
+                        p.shared.set_mtu(l.mtu);
+                    }
+                }
+            }
+            LinkEvent::Deleted(l) => {
+                let gone = self.ports.iter().find(|(_, p)| p.ifindex == Some(l.index)).map(|(n, _)| n.clone());
+                if let Some(name) = gone {
+                    self.remove_faulted(&name, "interface deleted");
+                }
+            }
+            LinkEvent::Lost => {
+                let gone: Vec<String> = self
+                    .ports
+                    .iter()
+                    .filter(|(name, p)| p.ifindex.is_some() && self.sys.ifindex(name) != p.ifindex)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in gone {
+                    self.remove_faulted(&name, "interface no longer exists");
+                }
+            }
+        }
+    }
+
+    /// A worker reported a port broken.
+    pub fn fault(&mut self, f: Fault) {
+        if let Some(name) = self.ports.iter().find(|(_, p)| p.id == f.port).map(|(n, _)| n.clone()) {
+            self.remove_faulted(&name, &f.error);
+        }
+    }
+
+    fn remove_faulted(&mut self, name: &str, why: &str) {
+        let Some(network) = self.ports.get(name).map(|p| p.network.clone()) else { return };
+        let sandbox = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| e.sandbox.clone());
+        match &sandbox {
+            Some(s) => warn!(network = %network, port = name, sandbox = %s.sandbox,
+                "endpoint removed: its namespace went away ({why})"),
+            None => warn!(network = %network, port = name, "port removed: {why}"),
+        }
+        let mut tx = self.begin();
+        self.remove_endpoint_in(&mut tx, &network, name);
+        if let Err(e) = self.commit(tx) {
+            error!("{e}");
+            self.detach(name);
+        }
+    }
+
+    pub fn faults(&self) -> crossbeam_channel::Receiver<Fault> {
+        self.dp.faults.clone()
+    }
+
+    /// Stop the workers; their queues close, and TAPs the switch created go with them.
+    /// Endpoints in namespaces stay plumbed: a restart picks them up again.
+    pub fn shutdown(&mut self) {
+        self.dp.stop();
+    }
+}
+
+/// The endpoint's MAC: the one asked for (unicast only), or Docker's from its address.
+fn endpoint_mac(
+    want: Option<MacAddr>,
+    v4: Option<std::net::Ipv4Addr>,
+    v6: Option<std::net::Ipv6Addr>,
+) -> Result<MacAddr> {
+    match want {
+        Some(m) if m.is_multicast() || m == MacAddr::default() => {
+            Err(Error::invalid(format!("--mac {m} is not a unicast address")))
+        }
+        Some(m) => Ok(m),
+        None => Ok(ipam::mac_for(v4, v6)),
+    }
+}
+
+/// A sandbox's name from the namespace it was given by: the name for `ip netns` names,
+/// `pid-N` for /proc/N/ns/net, else the file's name.
+fn default_sandbox_name(arg: &str, path: &std::path::Path) -> String {
+    if !arg.contains('/') {
+        return arg.to_string();
+    }
+    let parts: Vec<_> = path.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+    if parts.len() >= 4 && parts[1] == "proc" && parts[parts.len() - 2] == "ns" {
+        return format!("pid-{}", parts[2]);
+    }
+    path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "sandbox".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! What the daemon persists: networks (their IPAM, their driver's options, endpoints and
+//! static MAC entries) and sandboxes (the network namespaces endpoints live in). Saved
+//! atomically (temp file, fsync, rename, fsync of the directory) before a command returns;
+//! a file that does not parse stops the daemon and is never overwritten. A file of an
+//! earlier format is migrated on load (`migrate`), with the original kept beside it.
+
+use super::error::{Error, Result};
+use super::migrate;
+use crate::mac::MacAddr;
+use crate::port::PortKind;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT_VERSION: u32 = 2;
+pub const DEFAULT_AGING_SECS: u32 = 300;
+/// Default cap on learned MACs per network: far above any real segment, far below what a
+/// flood of random source MACs would make us hold.
+pub const DEFAULT_MAX_LEARNED: usize = 65536;
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct State {
+    pub version: u32,
+    pub networks: Vec<Network>,
+    #[serde(default)]
+    pub sandboxes: Vec<Sandbox>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// No way out (Docker's `--internal`): no default route is given to endpoints.
+    #[serde(default)]
+    pub internal: bool,
+    /// At most one subnet per address family.
+    pub ipam: Vec<Subnet>,
+    /// The driver, with its own options: `{"bridge": {...}}`.
+    pub driver: DriverOptions,
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub static_macs: Vec<StaticMac>,
+}
+
+/// One subnet of a network, as Docker's IPAM config has it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Subnet {
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+    /// Endpoint addresses are handed out from here.
+    pub ip_range: IpNet,
+    /// Addresses kept out of allocation, by name.
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, IpAddr>,
+}
+
+/// Each driver's options in a table of its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverOptions {
+    Bridge(BridgeOptions),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BridgeOptions {
+    pub aging_secs: u32,
+    pub max_learned: usize,
+    /// The MTU of the endpoints' interfaces the switch creates.
+    pub mtu: u32,
+    /// The gateway's MAC, the switch's own on this network.
+    pub gateway_mac: MacAddr,
+}
+
+/// A port of a network and what it was given there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// The interface name on the switch's side (also the port's name).
+    pub name: String,
+    pub kind: PortKind,
+    /// The MAC the endpoint uses (set on interfaces the switch creates).
+    pub mac: MacAddr,
+    #[serde(default)]
+    pub ipv4: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// The switch created this TAP and creates it again on restart.
+    #[serde(default)]
+    pub created_tap: bool,
+    /// The endpoint's other end is inside a sandbox the switch set up.
+    #[serde(default)]
+    pub sandbox: Option<SandboxLink>,
+}
+
+/// Where an endpoint's interface sits inside its sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SandboxLink {
+    pub sandbox: String,
+    /// The interface's name inside (eth0, eth1...).
+    pub ifname: String,
+    /// Other names the endpoint answers to on this network (for DNS).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StaticMac {
+    pub mac: MacAddr,
+    pub port: String,
+}
+
+/// A network namespace with endpoints in it: a container's, as Docker calls it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Sandbox {
+    pub name: String,
+    pub id: String,
+    pub mode: NetMode,
+    /// The namespace (/run/netns/NAME, /proc/PID/ns/net); none for `host`.
+    pub netns: Option<PathBuf>,
+    /// Which namespace that was (nsfs device, inode): a path reused by another namespace is
+    /// not ours.
+    #[serde(default)]
+    pub ns_identity: Option<(u64, u64)>,
+    /// The switch made the namespace (`vswitch run`) and removes it with the sandbox.
+    pub owned: bool,
+    /// The process `vswitch run` started in it.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    pub created: u64,
+}
+
+/// How a sandbox is networked, as `docker run --network` says it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetMode {
+    /// Its own namespace with endpoints on networks.
+    Networks,
+    /// Its own namespace with only loopback.
+    None,
+    /// The host's namespace.
+    Host,
+    /// Another sandbox's namespace.
+    Container(String),
+}
+
+impl NetMode {
+    pub fn name(&self) -> String {
+        match self {
+            NetMode::Networks => "bridge".into(),
+            NetMode::None => "none".into(),
+            NetMode::Host => "host".into(),
+            NetMode::Container(c) => format!("container:{c}"),
+        }
+    }
+}
+
+impl Network {
+    pub fn driver_name(&self) -> &'static str {
+        match self.driver {
+            DriverOptions::Bridge(_) => "bridge",
+        }
+    }
+
+    pub fn bridge(&self) -> &BridgeOptions {
+        match &self.driver {
+            DriverOptions::Bridge(b) => b,
+        }
+    }
+
+    pub fn subnet_v4(&self) -> Option<&Subnet> {
+        self.ipam.iter().find(|s| s.subnet.addr().is_ipv4())
+    }
+
+    pub fn subnet_v6(&self) -> Option<&Subnet> {
+        self.ipam.iter().find(|s| s.subnet.addr().is_ipv6())
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+impl State {
+    pub fn new() -> State {
+        State { version: FORMAT_VERSION, networks: Vec::new(), sandboxes: Vec::new() }
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn network_mut(&mut self, name: &str) -> Option<&mut Network> {
+        self.networks.iter_mut().find(|n| n.name == name)
+    }
+
+    /// The network an interface is attached to, if any.
+    pub fn attached(&self, iface: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.endpoints.iter().any(|e| e.name == iface))
+    }
+
+    pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
+        self.sandboxes.iter().find(|s| s.name == name)
+    }
+
+    /// The endpoints in sandbox `name`, with their networks.
+    pub fn endpoints_of<'a>(&'a self, sandbox: &'a str) -> impl Iterator<Item = (&'a Network, &'a Endpoint)> + 'a {
+        self.networks.iter().flat_map(move |n| {
+            n.endpoints
+                .iter()
+                .filter(move |e| e.sandbox.as_ref().is_some_and(|s| s.sandbox == sandbox))
+                .map(move |e| (n, e))
+        })
+    }
+}
+
+/// The state directory: `state.json` and a lock that keeps a second daemon out.
+pub struct StateDir {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::StateDir(format!("cannot create state directory {}: {e}", dir.display())))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::StateDir(format!("cannot open {}: {e}", lock_path.display())))?;
+        // SAFETY: flock on a descriptor we hold for the daemon's life.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::StateDir(format!(
+                "another vswitch daemon is using the state directory {}",
+                dir.display()
+            )));
+        }
+        Ok(StateDir { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The saved state; an empty one if there is no file yet. A file of an earlier format
+    /// is migrated, saved in this format, and kept as `state.v<N>.json`.
+    pub fn load(&self) -> Result<State> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
+            Err(e) => return Err(Error::StateDir(format!("cannot read state file {}: {e}", path.display()))),
+        };
+        let corrupt = |e: String| {
+            Error::StateDir(format!(
+                "state file {} is corrupt ({e}); it was left untouched: repair it, or move it aside to start with no networks",
+                path.display()
+            ))
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        match version as u32 {
+            FORMAT_VERSION => serde_json::from_value(value).map_err(|e| corrupt(e.to_string())),
+            1 => {
+                let st = migrate::from_v1(value).map_err(|e| corrupt(format!("as format version 1: {e}")))?;
+                let kept = self.dir.join("state.v1.json");
+                fs::write(&kept, &text).map_err(|e| Error::StateDir(format!("cannot keep {}: {e}", kept.display())))?;
+                self.save(&st)?;
+                tracing::info!(kept = %kept.display(), "state file migrated from format version 1");
+                Ok(st)
+            }
+            v => Err(Error::StateDir(format!(
+                "state file {} has format version {v}, this vswitch reads {FORMAT_VERSION} (and migrates 1)",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn save(&self, st: &State) -> Result<()> {
+        let path = self.path();
+        let tmp = self.dir.join("state.json.tmp");
+        let fail =
+            |what: &str, e: std::io::Error| Error::Save(format!("cannot save state ({what} {}): {e}", tmp.display()));
+        let text = serde_json::to_vec_pretty(st).expect("state serializes");
+        let mut f = File::create(&tmp).map_err(|e| fail("create", e))?;
+        f.write_all(&text).map_err(|e| fail("write", e))?;
+        f.sync_all().map_err(|e| fail("fsync", e))?;
+        fs::rename(&tmp, &path).map_err(|e| fail("rename", e))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| fail("fsync dir of", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> State {
+        let mut st = State::new();
+        st.networks.push(Network {
+            name: "blue".into(),
+            id: "abc".into(),
+            created: 1,
+            internal: false,
+            ipam: vec![Subnet {
+                subnet: "172.18.0.0/16".parse().unwrap(),
+                gateway: "172.18.0.1".parse().unwrap(),
+                ip_range: "172.18.0.0/16".parse().unwrap(),
+                aux_addresses: BTreeMap::new(),
+            }],
+            driver: DriverOptions::Bridge(BridgeOptions {
+                aging_secs: 300,
+                max_learned: 100,
+                mtu: 1500,
+                gateway_mac: "02:42:00:00:00:01".parse().unwrap(),
+            }),
+            endpoints: vec![Endpoint {
+                name: "veth-a".into(),
+                kind: PortKind::AfPacket,
+                ipv4: Some("172.18.0.2".parse().unwrap()),
+                ipv6: None,
+                mac: "02:42:ac:12:00:02".parse().unwrap(),
+                created_tap: false,
+                sandbox: None,
+            }],
+            static_macs: vec![],
+        });
+        st
+    }
+
+    #[test]
+    fn save_load_roundtrip() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        assert_eq!(sd.load().unwrap(), State::new());
+        sd.save(&sample()).unwrap();
+        assert_eq!(sd.load().unwrap(), sample());
+        assert!(!d.path().join("state.json.tmp").exists());
+        let text = std::fs::read_to_string(sd.path()).unwrap();
+        assert!(text.contains("\"bridge\": {"), "each driver's options in a table of its own: {text}");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("state.json"), "{ not json").unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        let e = sd.load().unwrap_err().to_string();
+        assert!(e.contains("corrupt"), "{e}");
+        assert_eq!(std::fs::read_to_string(d.path().join("state.json")).unwrap(), "{ not json");
+    }
+
+    #[test]
+    fn unknown_version_is_refused_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("state.json"), r#"{"version": 9, "networks": []}"#).unwrap();
+        let sd = StateDir::open(d.path()).unwrap();
+        assert!(sd.load().unwrap_err().to_string().contains("format version 9"));
+    }
+
+    #[test]
+    fn second_daemon_is_locked_out() {
+        let d = tempfile::tempdir().unwrap();
+        let _a = StateDir::open(d.path()).unwrap();
+        assert!(StateDir::open(d.path()).err().unwrap().to_string().contains("another vswitch daemon"));
+    }
+}

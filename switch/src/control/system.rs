@@ -1,0 +1,241 @@
+//! What the controller asks of the machine, behind one trait: opening ports, looking up
+//! interfaces, plumbing an endpoint into a namespace, making and removing namespaces. The
+//! daemon uses [`Real`]; the controller's unit tests use an in-memory double, so they run
+//! without root.
+
+use super::error::{Error, Result};
+use super::netlink::{Rtnl, VethPeer};
+use super::netns;
+use crate::mac::MacAddr;
+use crate::netdev;
+use crate::port::{self, Opened, PortKind};
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+/// An endpoint's interface pair: `host` stays with the switch, `ifname` goes into `netns`
+/// configured as Docker configures a container's interface.
+pub struct Plumbing<'a> {
+    pub host: &'a str,
+    pub netns: &'a Path,
+    pub ifname: &'a str,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Address and prefix length.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Default routes via the gateway (the sandbox's first network only, never internal ones).
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+pub trait System: Send {
+    fn open_port(&mut self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened>;
+    fn ifindex(&self, name: &str) -> Option<u32>;
+    /// Create and configure an endpoint's veth pair.
+    fn plumb(&mut self, p: &Plumbing) -> Result<()>;
+    fn delete_link(&mut self, name: &str) -> Result<()>;
+    /// A new named network namespace (as `ip netns add`).
+    fn create_netns(&mut self, name: &str) -> Result<PathBuf>;
+    fn delete_netns(&mut self, name: &str);
+    /// Which namespace a path holds, if it holds one.
+    fn netns_identity(&self, path: &Path) -> Option<(u64, u64)>;
+    /// The resolv.conf and hosts a sandbox's processes see.
+    fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()>;
+    fn host_resolv_conf(&self) -> String;
+    /// Whether process `pid` is alive.
+    fn alive(&self, pid: u32) -> bool;
+    /// Stop process `pid`: SIGTERM, then SIGKILL if it is still there after a grace period.
+    fn stop_process(&mut self, pid: u32);
+}
+
+/// The real machine.
+pub struct Real;
+
+/// Bring an endpoint's new veth pair up and give its inner end addresses and routes.
+fn configure(here: &mut Rtnl, ns: &File, p: &Plumbing) -> Result<()> {
+    let what = |step: &str| format!("{step} for {} in {}", p.ifname, p.netns.display());
+    // The switch's end carries frames, not traffic of the host's own: no IPv6 on it, so the
+    // host sends nothing (router solicitations, MLD) into the network.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", p.host), "1");
+    let host = here.link(p.host).map_err(|e| Error::netlink(what("the switch's end"), e))?;
+    here.set_up(host.index).map_err(|e| Error::netlink(what("the switch's end"), e))?;
+    let mut r = Rtnl::open_in(ns).map_err(|e| Error::netlink(what("a netlink socket"), e))?;
+    let link = r.link(p.ifname).map_err(|e| Error::netlink(what("the interface"), e))?;
+    r.set_up(link.index).map_err(|e| Error::netlink(what("bringing up"), e))?;
+    if let Some((ip, len)) = p.ipv4 {
+        r.add_address(link.index, ip.into(), len).map_err(|e| Error::netlink(what(&format!("address {ip}")), e))?;
+    }
+    if let Some((ip, len)) = p.ipv6 {
+        r.add_address(link.index, ip.into(), len).map_err(|e| Error::netlink(what(&format!("address {ip}")), e))?;
+    }
+    if let Some(gw) = p.gateway4 {
+        r.add_default_route(link.index, gw.into()).map_err(|e| Error::netlink(what("the default route"), e))?;
+    }
+    if let Some(gw) = p.gateway6 {
+        r.add_default_route(link.index, gw.into()).map_err(|e| Error::netlink(what("the IPv6 default route"), e))?;
+    }
+    Ok(())
+}
+
+impl System for Real {
+    fn open_port(&mut self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened> {
+        port::open(name, kind, workers)
+    }
+
+    fn ifindex(&self, name: &str) -> Option<u32> {
+        netdev::ifindex(name)
+    }
+
+    fn plumb(&mut self, p: &Plumbing) -> Result<()> {
+        let ns = File::open(p.netns).map_err(|_| Error::NoNamespace(p.netns.display().to_string()))?;
+        let mut here = Rtnl::open().map_err(|e| Error::netlink("a netlink socket", e))?;
+        here.create_veth(p.host, &VethPeer { name: p.ifname, mac: p.mac.0, netns: &ns }, p.mtu)
+            .map_err(|e| Error::netlink(format!("the veth pair for {} in {}", p.ifname, p.netns.display()), e))?;
+        configure(&mut here, &ns, p).inspect_err(|_| {
+            let _ = here.delete_link(p.host); // takes the inner end with it
+        })
+    }
+
+    fn delete_link(&mut self, name: &str) -> Result<()> {
+        let mut r = Rtnl::open().map_err(|e| Error::netlink("a netlink socket", e))?;
+        match r.delete_link(name) {
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()), // already gone
+            other => other.map_err(|e| Error::netlink(format!("deleting {name}"), e)),
+        }
+    }
+
+    fn create_netns(&mut self, name: &str) -> Result<PathBuf> {
+        netns::create(name).map_err(|e| Error::system(format!("creating network namespace {name}"), e))
+    }
+
+    fn delete_netns(&mut self, name: &str) {
+        netns::delete(name)
+    }
+
+    fn netns_identity(&self, path: &Path) -> Option<(u64, u64)> {
+        netns::identity(path).ok()
+    }
+
+    fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()> {
+        netns::write_etc(name, resolv_conf, hosts).map_err(|e| Error::system(format!("writing /etc/netns/{name}"), e))
+    }
+
+    fn host_resolv_conf(&self) -> String {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid as i32, 0) == 0 }
+    }
+
+    fn stop_process(&mut self, pid: u32) {
+        // SAFETY: signals to a process id the switch recorded for this sandbox.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.alive(pid) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if self.alive(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! The machine in memory: interfaces are names, ports are in-memory queues, namespaces
+    //! are paths that "exist" once made.
+    use super::*;
+    use crate::port::memory::MemoryQueue;
+    use crate::port::Queue;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct World {
+        pub links: HashMap<String, u32>,
+        pub namespaces: HashSet<PathBuf>,
+        pub plumbed: Vec<String>,
+        pub files: HashMap<String, (String, String)>,
+        next_index: u32,
+    }
+
+    impl World {
+        pub fn add_link(&mut self, name: &str) -> u32 {
+            self.next_index += 1;
+            self.links.insert(name.into(), self.next_index);
+            self.next_index
+        }
+    }
+
+    /// Shared with the test, which looks at and changes the world while the controller runs.
+    #[derive(Clone, Default)]
+    pub struct Fake(pub Arc<Mutex<World>>);
+
+    impl System for Fake {
+        fn open_port(&mut self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened> {
+            let mut w = self.0.lock().unwrap();
+            let ifindex = match (kind, w.links.get(name).copied()) {
+                (PortKind::AfPacket, None) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no interface named '{name}'"),
+                    ))
+                }
+                (PortKind::Tap, None) => Some(w.add_link(name)),
+                (_, i) => i,
+            };
+            Ok(Opened {
+                queues: (0..workers).map(|_| Queue::Memory(MemoryQueue::new(vec![], 0))).collect(),
+                rx_queues: workers,
+                ifindex: if kind == PortKind::AfPacket { ifindex } else { None },
+                max_frame: crate::frame::max_frame_for_mtu(1500),
+                created: kind == PortKind::Tap,
+            })
+        }
+        fn ifindex(&self, name: &str) -> Option<u32> {
+            self.0.lock().unwrap().links.get(name).copied()
+        }
+        fn plumb(&mut self, p: &Plumbing) -> Result<()> {
+            let mut w = self.0.lock().unwrap();
+            if !w.namespaces.contains(p.netns) {
+                return Err(Error::NoNamespace(p.netns.display().to_string()));
+            }
+            w.add_link(p.host);
+            w.plumbed.push(format!("{} {}", p.host, p.ifname));
+            Ok(())
+        }
+        fn delete_link(&mut self, name: &str) -> Result<()> {
+            self.0.lock().unwrap().links.remove(name);
+            Ok(())
+        }
+        fn create_netns(&mut self, name: &str) -> Result<PathBuf> {
+            let p = netns::path_of(name);
+            if !self.0.lock().unwrap().namespaces.insert(p.clone()) {
+                return Err(Error::invalid(format!("a network namespace named '{name}' already exists")));
+            }
+            Ok(p)
+        }
+        fn delete_netns(&mut self, name: &str) {
+            self.0.lock().unwrap().namespaces.remove(&netns::path_of(name));
+        }
+        fn netns_identity(&self, path: &Path) -> Option<(u64, u64)> {
+            let w = self.0.lock().unwrap();
+            w.namespaces.contains(path).then(|| (0, path.to_string_lossy().len() as u64))
+        }
+        fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()> {
+            self.0.lock().unwrap().files.insert(name.into(), (resolv_conf.into(), hosts.into()));
+            Ok(())
+        }
+        fn host_resolv_conf(&self) -> String {
+            "nameserver 192.0.2.53\n".into()
+        }
+        fn alive(&self, _pid: u32) -> bool {
+            false
+        }
+        fn stop_process(&mut self, _pid: u32) {}
+    }
+}
