@@ -76,13 +76,24 @@ impl Default for Netns {
 
 impl Netns {
     pub fn new() -> Netns {
+        let ns = Netns::with_ipv6();
+        ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns
+    }
+
+    /// A namespace with loopback up and IPv6 as the kernel has it.
+    pub fn with_ipv6() -> Netns {
         let name = unique("vst");
         sh(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
         ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         ns
+    }
+
+    /// A namespace the switch made (`vswitch run`), removed by this guard too.
+    pub fn adopt(name: &str) -> Netns {
+        Netns { name: name.to_string() }
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -223,6 +234,20 @@ pub struct Daemon {
     pub workers: usize,
 }
 
+/// Poll `check` every 50 ms until it holds or `secs` pass; returns whether it held.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Daemon {
     pub fn start(workers: usize) -> Daemon {
         require_root();
@@ -353,8 +378,35 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Write `state.json` before the daemon starts (a fixture of an earlier release).
+    pub fn with_state(workers: usize, state: &str) -> Daemon {
+        require_root();
+        let mut d = Daemon { child: None, dir: tempfile::tempdir().expect("tempdir"), workers };
+        std::fs::create_dir_all(d.state_dir()).unwrap();
+        std::fs::write(d.state_dir().join("state.json"), state).unwrap();
+        d.launch();
+        d
+    }
+
+    /// Remove every sandbox the daemon holds: endpoints in namespaces and the namespaces it
+    /// made outlive the daemon by design (a restart picks them up), but not a test.
+    fn remove_sandboxes(&self) {
+        let out = self.cli(&["ps", "--json"]);
+        let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else { return };
+        for s in list.as_array().into_iter().flatten() {
+            if let Some(name) = s["name"].as_str() {
+                let _ = self.cli(&["rm", name]);
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.remove_sandboxes();
+        }
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(5);

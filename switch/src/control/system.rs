@@ -126,8 +126,9 @@ impl System for Real {
     }
 
     fn alive(&self, pid: u32) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(pid as i32, 0) == 0 }
+        // A zombie (exited, not yet reaped by whoever adopted it) is not running.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
     }
 
     fn stop_process(&mut self, pid: u32) {
