@@ -23,8 +23,15 @@ pub fn source_mac(i: u32) -> [u8; 6] {
     [0x0e, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
 }
 
-/// Send for `secs` seconds; returns the frames handed to the kernel.
-pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64) -> Res<u64> {
+/// An ARP request for `target` from `sender` (its MAC is the frame's source), as a template.
+pub struct Arp {
+    pub target: std::net::Ipv4Addr,
+    pub sender: std::net::Ipv4Addr,
+}
+
+/// Send for `secs` seconds; returns the frames handed to the kernel. With `arp`, every frame
+/// is that ARP request (from one source) instead of EtherType 0x88b5 zeros.
+pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64, arp: Option<Arp>) -> Res<u64> {
     let err = |e: io::Error| format!("generator on {iface}: {e}");
     if !(60..=1514).contains(&size) {
         return Err(format!("frame size {size}: use 60 to 1514 bytes (without the FCS)"));
@@ -65,14 +72,23 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64)
     if r < 0 {
         return Err(err(io::Error::last_os_error()));
     }
-    // Build every slot's frame once: destination, a source, EtherType 0x88b5, zeros.
+    // Build every slot's frame once: destination, a source, EtherType 0x88b5, zeros (or the
+    // ARP request).
     for i in 0..SLOTS {
         let f = unsafe { std::slice::from_raw_parts_mut(ring.add(i * SLOT + DATA_OFF), size) };
         f.fill(0);
         f[..6].copy_from_slice(&dst);
         f[6..12].copy_from_slice(&source_mac(0));
         f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        if let Some(a) = &arp {
+            f[12..14].copy_from_slice(&[0x08, 0x06]);
+            f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet/IPv4 request
+            f[22..28].copy_from_slice(&source_mac(0));
+            f[28..32].copy_from_slice(&a.sender.octets());
+            f[38..42].copy_from_slice(&a.target.octets());
+        }
     }
+    let sources = if arp.is_some() { 1 } else { sources }; // the ARP sender is the frame's source
     let status = |i: usize| unsafe { &*(ring.add(i * SLOT) as *const std::sync::atomic::AtomicU32) };
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut slot, mut sent, mut next_src) = (0usize, 0u64, 0u32);

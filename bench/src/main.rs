@@ -81,6 +81,11 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
+        /// Send ARP requests for this address instead (from --arp-from).
+        #[arg(long, requires = "arp_from")]
+        arp_for: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        arp_from: Option<std::net::Ipv4Addr>,
     },
     /// (internal) relay frames between two TAP devices
     #[command(hide = true)]
@@ -90,8 +95,11 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let r = match args.cmd {
-        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs }) => {
-            parse_mac(dst).and_then(|d| gen::generate(iface, d, sources.max(1), size, secs)).map(|n| println!("{n}"))
+        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs, arp_for, arp_from }) => {
+            let arp = arp_for.zip(arp_from).map(|(target, sender)| gen::Arp { target, sender });
+            parse_mac(dst)
+                .and_then(|d| gen::generate(iface, d, sources.max(1), size, secs, arp))
+                .map(|n| println!("{n}"))
         }
         Some(Cmd::TapRelay { ref a, ref b }) => relay::relay(a, b),
         None => bench(args),
@@ -137,8 +145,15 @@ fn bench(args: Args) -> Res<()> {
         _ => "",
     };
     let scenarios = if args.only.is_empty() {
-        let mut all =
-            vec![Scenario::Tcp, Scenario::TcpTap, Scenario::Pps, Scenario::Latency, Scenario::Scale, Scenario::Workers];
+        let mut all = vec![
+            Scenario::Tcp,
+            Scenario::TcpTap,
+            Scenario::Pps,
+            Scenario::Latency,
+            Scenario::Gateway,
+            Scenario::Scale,
+            Scenario::Workers,
+        ];
         if !args.quick {
             all.push(Scenario::Trace);
         }
@@ -175,7 +190,9 @@ fn bench(args: Args) -> Res<()> {
                 let measured = (|| {
                     let (hosts, _attached) = match &tap_topo {
                         Some(t) if c.tap => (&t.hosts[..], lab.attach_taps(sw, &t.hosts)?),
-                        _ => (&topo.hosts[..c.hosts], lab.attach(sw, &topo.hosts[..c.hosts])?),
+                        _ => {
+                            (&topo.hosts[..c.hosts], lab.attach(sw, &topo.hosts[..c.hosts], c.measure.needs_gateway())?)
+                        }
                     };
                     scenario::warm_up(&hosts[0], &hosts[1])?;
                     scenario::measure(c.measure, &hosts[0], &hosts[1], secs, args.quick)

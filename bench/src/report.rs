@@ -70,8 +70,8 @@ pub fn summarize(cases: &[Case], samples: &[Sample]) -> Vec<Summary> {
 }
 
 /// The order of a table's columns.
-const ORDER: [&str; 8] =
-    ["gbps", "retransmits", "offered_kpps", "forwarded_kpps", "loss_pct", "p50_ms", "p99_ms", "max_ms"];
+const ORDER: [&str; 9] =
+    ["gbps", "retransmits", "offered_kpps", "forwarded_kpps", "replies_kpps", "loss_pct", "p50_ms", "p99_ms", "max_ms"];
 
 fn unit(metric: &str) -> String {
     match metric {
@@ -79,6 +79,7 @@ fn unit(metric: &str) -> String {
         "retransmits" => "retr".into(),
         "offered_kpps" => "offered kpps".into(),
         "forwarded_kpps" => "forwarded kpps".into(),
+        "replies_kpps" => "replies kpps".into(),
         "loss_pct" => "loss %".into(),
         m => m.replace("_ms", " ms"),
     }
@@ -86,7 +87,7 @@ fn unit(metric: &str) -> String {
 
 fn fmt(metric: &str, v: f64) -> String {
     match metric {
-        "retransmits" | "offered_kpps" | "forwarded_kpps" => format!("{v:.0}"),
+        "retransmits" | "offered_kpps" | "forwarded_kpps" | "replies_kpps" => format!("{v:.0}"),
         "loss_pct" => format!("{v:.1}"),
         m if m.ends_with("_ms") => format!("{v:.3}"),
         _ => format!("{v:.2}"),

@@ -26,7 +26,13 @@ pub enum Scenario {
     Workers,
     /// vswitch with and without `vswitch trace` of every frame running
     Trace,
+    /// the switch's own gateway: ping round trips to it, and ARP requests answered per second
+    /// (the Linux bridge holding the same address, as docker0 does)
+    Gateway,
 }
+
+/// The gateway address of the benchmark's network (the hosts are 10.203.0.0/16).
+pub const GATEWAY_IP: &str = "10.203.255.254";
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -40,15 +46,25 @@ pub enum Measure {
         sources: u32,
     },
     Latency,
+    /// Pings to the gateway.
+    GatewayPing,
+    /// ARP requests for the gateway at full rate: answered per second.
+    GatewayArp,
 }
 
 impl Measure {
+    /// The switch must hold the gateway address for this.
+    pub fn needs_gateway(&self) -> bool {
+        matches!(self, Measure::GatewayPing | Measure::GatewayArp)
+    }
+
     /// The figure the chart and the ratios use, and whether more is better.
     pub fn primary(&self) -> (&'static str, bool) {
         match self {
             Measure::Tcp { .. } => ("gbps", true),
             Measure::Pps { .. } => ("forwarded_kpps", true),
-            Measure::Latency => ("p50_ms", false),
+            Measure::Latency | Measure::GatewayPing => ("p50_ms", false),
+            Measure::GatewayArp => ("replies_kpps", true),
         }
     }
 }
@@ -129,6 +145,11 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
                     }
                 }
             }
+            Scenario::Gateway => {
+                let sw = [Switch::Bridge, vswitch];
+                cases.push(case(s, "ping gateway", Measure::GatewayPing, 2, &sw));
+                cases.push(case(s, "ARP for gateway", Measure::GatewayArp, 2, &sw));
+            }
             Scenario::Trace => {
                 let sw = [Switch::Bridge, vswitch, Switch::Vswitch { workers: 0, traced: true }];
                 cases.push(case(s, "tcp", Measure::Tcp { streams: 1 }, 2, &sw));
@@ -141,8 +162,13 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
 
 pub type Metrics = BTreeMap<String, f64>;
 
-/// Ping until the path answers both ways, so both MACs are learned before measuring.
+/// Ping until the path answers both ways, so both MACs are learned before measuring. The
+/// hosts forget their neighbours first: what the last switch taught them (the gateway's MAC,
+/// say) must not decide how this one does.
 pub fn warm_up(a: &Host, b: &Host) -> Res<()> {
+    for h in [a, b] {
+        run_in(&h.ns, &["ip", "neigh", "flush", "all"])?;
+    }
     for _ in 0..20 {
         crate::sys::check_interrupted()?;
         if run_in(&a.ns, &["ping", "-c1", "-W1", "-q", &b.ip]).is_ok()
@@ -158,7 +184,9 @@ pub fn measure(m: Measure, a: &Host, b: &Host, secs: f64, quick: bool) -> Res<Me
     match m {
         Measure::Tcp { streams } => tcp(a, b, streams, secs),
         Measure::Pps { size, sources } => pps(a, b, size, sources, secs),
-        Measure::Latency => latency(a, b, if quick { 100 } else { 200 }),
+        Measure::Latency => latency(a, &b.ip, if quick { 100 } else { 200 }),
+        Measure::GatewayPing => latency(a, GATEWAY_IP, if quick { 100 } else { 200 }),
+        Measure::GatewayArp => arp_flood(a, secs),
     }
 }
 
@@ -202,6 +230,22 @@ fn tcp(a: &Host, b: &Host, streams: usize, secs: f64) -> Res<Metrics> {
     Ok(metrics(&[("gbps", gbps), ("retransmits", retr)]))
 }
 
+/// ARP requests for the gateway from `a` at full rate: requests offered, replies back.
+fn arp_flood(a: &Host, secs: f64) -> Res<Metrics> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (tx0, rx0) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&a.ns, &a.iface, "rx_packets")?);
+    let t0 = std::time::Instant::now();
+    let args = [me.to_str().expect("utf-8 path"), "gen", &a.iface, "ff:ff:ff:ff:ff:ff", "--secs", &secs.to_string()];
+    let arp = ["--arp-for", GATEWAY_IP, "--arp-from", &a.ip];
+    run_in(&a.ns, &[&args[..], &arp[..]].concat())?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    crate::sys::sleep(Duration::from_millis(300))?; // replies still on their way
+    let (tx1, rx1) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&a.ns, &a.iface, "rx_packets")?);
+    let offered = (tx1 - tx0) as f64 / elapsed / 1e3;
+    let replies = (rx1 - rx0) as f64 / elapsed / 1e3;
+    Ok(metrics(&[("offered_kpps", offered), ("replies_kpps", replies)]))
+}
+
 fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let dst = &b.mac;
@@ -231,9 +275,9 @@ fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics>
     Ok(metrics(&[("offered_kpps", offered), ("forwarded_kpps", forwarded), ("loss_pct", loss)]))
 }
 
-fn latency(a: &Host, b: &Host, count: usize) -> Res<Metrics> {
+fn latency(a: &Host, to: &str, count: usize) -> Res<Metrics> {
     // Pings 10 ms apart: light load; 200 of them give a p99.
-    let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", &b.ip])?;
+    let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", to])?;
     let mut rtts: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split("time=").nth(1))

@@ -55,8 +55,10 @@ impl Lab {
         Ok(Lab { vswitch, baseline, dir, ovs, tag })
     }
 
-    /// Attach `sw` to the ports of `hosts`.
-    pub fn attach(&self, sw: Switch, hosts: &[Host]) -> Res<Attached<'_>> {
+    /// Attach `sw` to the ports of `hosts`; with `gateway`, the switch holds the network's
+    /// gateway address (the Linux bridge on its own interface, as docker0 does; vswitch's
+    /// network always has it).
+    pub fn attach(&self, sw: Switch, hosts: &[Host], gateway: bool) -> Res<Attached<'_>> {
         let ports: Vec<&str> = hosts.iter().map(|h| h.port.as_str()).collect();
         let mut a = Attached { lab: self, sw, daemon: None, tracer: None, relays: Vec::new() };
         match sw {
@@ -66,6 +68,10 @@ impl Lab {
                 run(&["ip", "link", "set", &br, "up"])?;
                 for p in &ports {
                     run(&["ip", "link", "set", p, "master", &br])?;
+                }
+                if gateway {
+                    // The benchmark's own subnet only: the route it adds goes with the bridge.
+                    run(&["ip", "addr", "add", &format!("{}/16", crate::scenario::GATEWAY_IP), "dev", &br])?;
                 }
             }
             Switch::Vswitch { workers, traced } => {
@@ -148,7 +154,19 @@ impl Lab {
     fn start_vswitch(&self, bin: &Path, workers: usize, ports: &[&str]) -> Res<Child> {
         let mut child = self.spawn_daemon(bin, workers)?;
         let setup = (|| {
-            self.vs(bin, &["network", "create", "bench", "--max-learned", "4000000"])?;
+            let gw = crate::scenario::GATEWAY_IP;
+            let net = [
+                "network",
+                "create",
+                "bench",
+                "--max-learned",
+                "4000000",
+                "--subnet",
+                "10.203.0.0/16",
+                "--gateway",
+                gw,
+            ];
+            self.vs(bin, &net)?;
             for p in ports {
                 self.vs(bin, &["network", "connect", "bench", p])?;
             }

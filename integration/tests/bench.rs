@@ -1,5 +1,6 @@
-//! `vswitch bench` end to end, kept short: one quick latency round against the Linux bridge,
-//! its JSON, and that it leaves no namespace or interface behind, also when interrupted.
+//! `vswitch bench` end to end, kept short: one quick latency and gateway round against the
+//! Linux bridge, its JSON, and that it leaves no namespace or interface behind, also when
+//! interrupted.
 
 use std::process::Command;
 use vswitch_integration::*;
@@ -18,13 +19,13 @@ fn leftovers(pid: u32) -> String {
 }
 
 #[test]
-fn quick_latency_round_writes_json_and_cleans_up() {
+fn quick_latency_and_gateway_round_writes_json_and_cleans_up() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
     let chart = dir.path().join("results.svg");
     let child = Command::new(vswitch_bin())
-        .args(["bench", "--quick", "--only", "latency", "--no-ovs", "--json"])
+        .args(["bench", "--quick", "--only", "latency,gateway", "--no-ovs", "--json"])
         .arg(&json)
         .arg("--chart")
         .arg(&chart)
@@ -40,10 +41,14 @@ fn quick_latency_round_writes_json_and_cleans_up() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1, "{v}");
     let samples = v["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 2, "bridge and vswitch, one round: {v}");
-    for s in samples {
+    assert_eq!(samples.len(), 6, "bridge and vswitch, one round of three cases: {v}");
+    for s in samples.iter().filter(|s| s["case"] != "ARP for gateway") {
         let p50 = s["metrics"]["p50_ms"].as_f64().unwrap_or(0.0);
         assert!(p50 > 0.0 && p50 < 50.0, "{s}");
+    }
+    for s in samples.iter().filter(|s| s["case"] == "ARP for gateway") {
+        let replies = s["metrics"]["replies_kpps"].as_f64().unwrap_or(0.0);
+        assert!(replies > 1.0, "the gateway answered ARP: {s}");
     }
     let rtt = v["targets"].as_array().unwrap().iter().find(|t| t["figure"].as_str().unwrap().contains("RTT")).unwrap();
     assert!(rtt["result"].as_f64().unwrap() > 0.0, "{rtt}");
