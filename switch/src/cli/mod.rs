@@ -599,6 +599,7 @@ fn print_explanation(e: &Explanation) {
     let o = &e.outcome;
     match o.action.as_str() {
         "drop" => println!("  => drop ({})", o.reason.as_deref().unwrap_or("?")),
+        "gateway" => println!("  => to the gateway: the switch itself answers"),
         action => println!("  => {action} to {}", o.ports.join(", ")),
     }
 }
