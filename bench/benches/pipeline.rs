@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vswitch::fdb::MacTable;
 use vswitch::frame::{max_frame_for_mtu, VnetHdr};
 use vswitch::mac::MacAddr;
-use vswitch::pipeline::{Bridge, Env, FrameCx, NoObserve, Pipeline, Routes};
+use vswitch::pipeline::{Bridge, Env, FrameCx, Gateway, NoObserve, Pipeline, Routes};
 use vswitch::port::memory::MemoryQueue;
 use vswitch::port::RxFrame;
 use vswitch::port::{PortShared, Queue};
@@ -53,16 +53,26 @@ fn full_table(n: usize) -> (MacTable, Vec<MacAddr>) {
     (t, keys)
 }
 
+/// A bridge network's pipeline as every network has it: with its gateway.
+fn bridge(table: Arc<MacTable>) -> Pipeline {
+    let mac = MacAddr([2, 0x56, 0x53, 0, 0, 1]);
+    table.add_static(mac, vswitch::fdb::GATEWAY_PORT).unwrap();
+    let gateway =
+        Gateway { net: 0, mac, ipv4: Some("10.0.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()) };
+    Pipeline::Bridge(Bridge { table, gateway: Some(gateway) })
+}
+
 /// One 64-byte frame through a bridge network's stages (classify, learn, lookup, gateway),
-/// the source already learned, the destination known.
-#[divan::bench]
-fn pipeline_64_byte_frame(b: Bencher) {
+/// the source already learned, the destination known (`unicast`) or broadcast (`flood`: the
+/// gateway stage looks whether it asks for the gateway).
+#[divan::bench(args = ["unicast", "flood"])]
+fn pipeline_64_byte_frame(b: Bencher, to: &str) {
     let (a, d) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
     let table = Arc::new(MacTable::new(1024));
     table.learn(a, 1, 0);
     table.learn(d, 2, 0);
-    let p = Pipeline::Bridge(Bridge { table, gateway: None });
-    let data = frame(d, a);
+    let p = bridge(table);
+    let data = frame(if to == "flood" { MacAddr::BROADCAST } else { d }, a);
     let f = RxFrame::new(VnetHdr::default(), &data, None);
     let routes = Routes::default();
     let max = max_frame_for_mtu(1500);
@@ -139,8 +149,7 @@ fn worker(ports: u16, dst: MacAddr) -> Worker {
     let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
     table.learn(a, 1, 0);
     table.learn(b, 2, 0);
-    let pipeline = Pipeline::Bridge(Bridge { table, gateway: None });
-    tx.send(Cmd::AddNetwork { net: 0, pipeline, gateway: None }).unwrap();
+    tx.send(Cmd::AddNetwork { net: 0, pipeline: bridge(table), gateway: None }).unwrap();
     for p in 1..=ports {
         let frames = if p == 1 { vec![frame(dst, a)] } else { vec![] };
         let queue = Queue::Memory(MemoryQueue::new(frames, 32));

@@ -147,3 +147,22 @@ fn refusals_are_one_line_and_change_nothing() {
     refused(&["run", "--network", "container:nope", "--", "true"], "no sandbox named 'nope'");
     refused(&["rm", "nope"], "no sandbox named 'nope'");
 }
+
+#[test]
+fn a_namespace_with_its_own_eth0_and_default_route_keeps_them() {
+    // As a container's namespace would be: its own eth0 and default route already there.
+    let d = Daemon::start(1);
+    let net = net_name();
+    d.ok(&["network", "create", &net, "--subnet", "10.57.7.0/24"]);
+    let a = Netns::new();
+    a.run(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"]);
+    a.run(&["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"]);
+    a.run(&["ip", "link", "set", "eth0", "up"]);
+    a.run(&["ip", "link", "set", "eth0peer", "up"]);
+    a.run(&["ip", "route", "add", "default", "via", "192.168.77.1"]);
+    let e = endpoint(&d, &net, &a, &[]);
+    assert_eq!(e["sandbox"]["ifname"], "eth1", "{e}");
+    let routes = a.run(&["ip", "route"]);
+    assert!(routes.contains("default via 192.168.77.1 dev eth0"), "its own default route stays: {routes}");
+    assert!(ping(&a, "10.57.7.1"), "the new endpoint reaches its gateway");
+}

@@ -77,7 +77,7 @@ fn run_in_every_mode() {
     // rm stops the process and removes the namespace.
     let pid = ps[0]["pid"].as_u64().unwrap();
     d.ok(&["rm", &web]);
-    assert!(!alive(pid), "rm stopped the process");
+    assert!(!alive(pid), "rm stopped the process before it returned");
     assert!(!sh(&["ip", "netns", "list"]).contains(&web));
     assert_eq!(d.json(&["network", "inspect", &net])[0]["endpoints"], serde_json::json!([]));
 }

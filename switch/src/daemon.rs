@@ -61,16 +61,25 @@ pub fn run(o: Options) -> Result<(), String> {
     }
     info!(socket = %o.socket.display(), state_dir = %o.state_dir.display(), workers = o.workers, "vswitch daemon running");
 
+    // Dropped to stop the housekeeping thread at once, whatever it waits for.
+    let (stopping, stopped) = crossbeam_channel::bounded::<()>(0);
     let housekeeping = {
-        let (ctl, stop) = (ctl.clone(), stop.clone());
+        let ctl = ctl.clone();
         let faults = ctl.lock().unwrap().faults();
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match faults.recv_timeout(Duration::from_secs(1)) {
-                        Ok(f) => ctl.lock().unwrap().fault(f),
-                        Err(_) => ctl.lock().unwrap().tick(),
+                let mut next_tick = std::time::Instant::now() + Duration::from_secs(1);
+                loop {
+                    let wait = next_tick.saturating_duration_since(std::time::Instant::now());
+                    crossbeam_channel::select! {
+                        recv(faults) -> f => if let Ok(f) = f { ctl.lock().unwrap().fault(f) },
+                        recv(stopped) -> _ => return,
+                        default(wait) => {}
+                    }
+                    if std::time::Instant::now() >= next_tick {
+                        ctl.lock().unwrap().tick();
+                        next_tick += Duration::from_secs(1);
                     }
                 }
             })
@@ -84,7 +93,7 @@ pub fn run(o: Options) -> Result<(), String> {
             .name("links".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match links.next(200) {
+                    match links.next(100) {
                         Ok(events) => {
                             for ev in events {
                                 ctl.lock().unwrap().link_event(ev);
@@ -116,6 +125,7 @@ pub fn run(o: Options) -> Result<(), String> {
         }
     }
     info!("stopping");
+    drop(stopping);
     let _ = housekeeping.join();
     let _ = link_watch.join();
     ctl.lock().unwrap().shutdown();

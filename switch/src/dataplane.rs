@@ -7,7 +7,7 @@ use crate::pipeline::{Pipeline, Routes};
 use crate::port::{Opened, PortShared};
 use crate::services::host::GatewayAddrs;
 use crate::services::link::Link;
-use crate::services::{Counters, Services};
+use crate::services::Services;
 use crate::trace::Tracer;
 use crate::worker::{Cmd, Fault, NetId, NewPort, Waker, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -58,8 +58,8 @@ impl Dataplane {
                 Cmd::AddNetwork { net, pipeline: pipeline.clone(), gateway: gateway.as_ref().map(|g| g.0.clone()) };
             self.send(w, cmd);
         }
-        if let Some((_, addrs)) = gateway {
-            self.services.add(net, addrs);
+        if let Some((stats, addrs)) = gateway {
+            self.services.add(net, addrs, stats.clone());
         }
     }
 
@@ -81,10 +81,6 @@ impl Dataplane {
     /// Have network `net`'s gateway announce itself (gratuitous ARP, unsolicited NA).
     pub fn announce(&self, net: NetId) {
         self.services.announce(net);
-    }
-
-    pub fn services(&self) -> &Counters {
-        &self.services.counters
     }
 
     /// Give each worker its queue of a newly opened port.

@@ -7,8 +7,8 @@
 //! run on the housekeeping thread with the same compare-and-swap, so no reader ever waits.
 //! (No crate offers a wait-free fixed-capacity map with this layout; dashmap and friends lock.)
 //!
-//! Two workers learning the same new MAC at the same instant may both insert it; the one that
-//! finds the other's copy afterwards clears the copy in the higher slot, so one stays.
+//! Two workers learning the same new MAC at the same instant may both insert it; afterwards
+//! each looks again and clears every copy but one (a static entry, else the lowest slot's).
 
 use crate::hugemem::{HugeArray, Zeroable};
 use crate::mac::MacAddr;
@@ -189,7 +189,11 @@ impl MacTable {
             if slot.load(Relaxed) == 0 {
                 self.seen[bi * WAYS + i].store(now, Relaxed);
                 if slot.compare_exchange(0, want, SeqCst, Relaxed).is_ok() {
-                    return self.settle_duplicate(b, i, key);
+                    return match self.keep_one(b, key) {
+                        Some(k) if k == i => Learn::New,
+                        Some(k) if b.slots[k].load(Relaxed) & STATIC_BIT != 0 => Learn::Static,
+                        _ => Learn::Known, // another worker's copy stays
+                    };
                 }
             }
         }
@@ -198,25 +202,21 @@ impl MacTable {
         Learn::BucketFull
     }
 
-    /// After inserting `key` at `mine`: if another worker inserted it at the same time, keep
-    /// the copy in the lowest slot and clear the other. Sequentially consistent, so of two
-    /// racing inserts at least one sees the other (and clears the right copy); only a new
-    /// MAC pays for it.
+    /// After a new entry for `key` went into the bucket: keep one entry for the MAC. A static
+    /// entry wins, else the copy in the lowest slot; every other learned copy is cleared.
+    /// Sequentially consistent, so of two racing inserts at least one sees the other and
+    /// clears the right copy; only a new entry pays for it. Returns the slot kept.
     #[cold]
-    fn settle_duplicate(&self, b: &Bucket, mine: usize, key: u64) -> Learn {
-        for (j, slot) in b.slots.iter().enumerate() {
-            let w = slot.load(SeqCst);
-            if j == mine || w == 0 || w >> 16 != key || w & STATIC_BIT != 0 {
-                continue;
-            }
-            let upper = j.max(mine);
-            let u = b.slots[upper].load(SeqCst);
-            if u >> 16 == key && u & STATIC_BIT == 0 && b.slots[upper].compare_exchange(u, 0, SeqCst, Relaxed).is_ok() {
+    fn keep_one(&self, b: &Bucket, key: u64) -> Option<usize> {
+        let words: [u64; WAYS] = std::array::from_fn(|j| b.slots[j].load(SeqCst));
+        let copies = || (0..WAYS).filter(move |&j| words[j] != 0 && words[j] >> 16 == key);
+        let keep = copies().find(|&j| words[j] & STATIC_BIT != 0).or_else(|| copies().next())?;
+        for j in copies().filter(|&j| j != keep && words[j] & STATIC_BIT == 0) {
+            if b.slots[j].compare_exchange(words[j], 0, SeqCst, Relaxed).is_ok() {
                 self.learned.fetch_sub(1, Relaxed);
             }
-            return if upper == mine { Learn::Known } else { Learn::New };
         }
-        Learn::New
+        Some(keep)
     }
 
     /// Add or replace a static entry. Fails only if the MAC's bucket is full.
@@ -226,7 +226,9 @@ impl MacTable {
         let b = &self.buckets[self.bucket_of(key)];
         let want = key << 16 | STATIC_BIT | port as u64;
         for slot in &b.slots {
-            if slot.compare_exchange(0, want, Relaxed, Relaxed).is_ok() {
+            if slot.compare_exchange(0, want, SeqCst, Relaxed).is_ok() {
+                // A worker may have learned the MAC since `remove`: the static entry wins.
+                self.keep_one(b, key);
                 return Ok(());
             }
         }
@@ -341,6 +343,20 @@ mod tests {
         assert_eq!(t.age(100_000, 300), 1);
         assert_eq!(t.lookup(mac(3)), Some(2));
         assert_eq!(t.learned(), 0);
+    }
+
+    #[test]
+    fn a_static_entry_wins_over_a_learned_copy() {
+        let t = MacTable::new(1024);
+        let key = mac(9).to_u64();
+        let b = &t.buckets[t.bucket_of(key)];
+        // A learned copy that slipped in while the static entry was being added.
+        b.slots[0].store(key << 16 | 3, Relaxed);
+        t.learned.fetch_add(1, Relaxed);
+        b.slots[1].store(key << 16 | STATIC_BIT | 2, Relaxed);
+        t.keep_one(b, key);
+        assert_eq!(t.lookup(mac(9)), Some(2));
+        assert_eq!((t.entries().len(), t.learned()), (1, 0));
     }
 
     #[test]

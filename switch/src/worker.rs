@@ -193,12 +193,10 @@ impl Worker {
     /// port and forward it. Returns the frames handled, or None when told to stop. (Also how
     /// the microbenchmarks drive a worker over in-memory ports.)
     pub fn pass(&mut self) -> Option<usize> {
-        while let Ok(cmd) = self.cmds.try_recv() {
-            if !self.apply(cmd) {
-                return None;
-            }
+        if !self.apply_commands() {
+            return None;
         }
-        let mut work = self.gateway_frames();
+        let mut work = self.gateway_frames()?;
         // By index, re-checking the length: a port that fails mid-pass leaves `readers`.
         let mut i = 0;
         while let Some(&port) = self.readers.get(i) {
@@ -206,6 +204,16 @@ impl Worker {
             i += 1;
         }
         Some(work)
+    }
+
+    /// Apply the pending commands; false means stop.
+    fn apply_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            if !self.apply(cmd) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Apply a command; false means stop.
@@ -310,15 +318,17 @@ impl Worker {
     fn forward_batch(&mut self, in_id: PortId) -> usize {
         // The ingress port leaves the table while its frames are borrowed from its queue:
         // the egress stage never sends back out of it anyway.
+        match self.tx.ports[in_id as usize].as_ref() {
+            Some(p) if p.queue.may_have_frames() => {}
+            _ => return 0, // an idle ring: nothing to take apart
+        }
         let Some(mut inp) = self.tx.ports[in_id as usize].take() else { return 0 };
         let mut batch = recycle(std::mem::take(&mut self.batch));
-        let n = match inp.queue.receive(&mut batch, BATCH, &mut self.bufs) {
-            Ok(()) => batch.len(),
-            Err(e) => {
-                self.tx.faulted.push((in_id, e.to_string()));
-                0
-            }
-        };
+        if let Err(e) = inp.queue.receive(&mut batch, BATCH, &mut self.bufs) {
+            // What was read before the error is still forwarded; the port is reported.
+            self.tx.faulted.push((in_id, e.to_string()));
+        }
+        let n = batch.len();
         if n > 0 {
             if let Some(net) = self.nets.get(inp.net as usize).and_then(Option::as_ref) {
                 let mut out = Out::new(&mut self.tx, self.index, &self.services, inp.net, net);
@@ -334,32 +344,41 @@ impl Worker {
     }
 
     /// Send what the gateways queued for this worker, each through its network's pipeline
-    /// as a frame coming in from the gateway port.
-    fn gateway_frames(&mut self) -> usize {
+    /// as a frame coming in from the gateway port. None when told to stop.
+    fn gateway_frames(&mut self) -> Option<usize> {
         let mut n = 0;
         while n < BATCH {
             let Some(p) = self.services.next_down(self.index) else { break };
+            if n == 0 && !self.apply_commands() {
+                // Commands sent before this frame was queued (a port added before its network
+                // was announced) are in the channel by now: apply them first.
+                self.services.recycle(p);
+                return None;
+            }
             n += 1;
             if let Some(net) = self.nets.get(p.net as usize).and_then(Option::as_ref) {
                 let frame = RxFrame::new(VnetHdr::default(), &p.data, None);
-                if let Some(g) = &net.gateway {
-                    let c = g.stats.worker(self.index);
-                    bump(&c.rx_packets, 1);
-                    bump(&c.rx_bytes, frame.wire_len() as u64);
-                }
                 let mut out = Out::new(&mut self.tx, self.index, &self.services, p.net, net);
                 let cx = FrameCx { frame: &frame, in_port: GATEWAY_PORT, max_frame: MAX_FRAME, now: clock::now() };
                 if !out.tx.traces.is_empty() {
                     out.trace(GATEWAY_PORT, Dir::In, &frame);
                 }
                 let action = net.pipeline.run(&Env { routes: &self.routes }, &cx, &mut NoObserve);
+                if let Some(g) = &net.gateway {
+                    let c = g.stats.worker(self.index);
+                    bump(&c.rx_packets, 1);
+                    bump(&c.rx_bytes, frame.wire_len() as u64);
+                    if let Action::Drop(why) = action {
+                        c.drop(why);
+                    }
+                }
                 egress::run(action, &cx, &net.members, &mut out, &mut NoObserve);
                 out.finish(&net.members);
             }
             self.services.recycle(p);
         }
         self.report_faults();
-        n
+        Some(n)
     }
 }
 

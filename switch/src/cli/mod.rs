@@ -358,10 +358,28 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
             run::print_ps(from(v)?);
         }
         Command::Rm { names } => {
+            // Every name is tried; any that could not be removed makes the exit status 1.
+            let mut failed = 0;
             for name in names {
-                rpc(Request::SandboxRm { name: name.clone() })?;
-                println!("{name}");
+                match rpc(Request::SandboxRm { name: name.clone() }) {
+                    Ok(v) => {
+                        // The daemon stops the process (SIGTERM, SIGKILL after 2 s): wait for it.
+                        if let Ok(p) = serde_json::from_value::<crate::control::state::Process>(v["stopping"].clone()) {
+                            let gone = || crate::control::system::process_start(p.pid) != Some(p.start);
+                            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                            while !gone() && std::time::Instant::now() < end {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
+                        }
+                        println!("{name}");
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed += 1;
+                    }
+                }
             }
+            return Ok(if failed > 0 { 1 } else { 0 });
         }
         Command::Network(n) => match n {
             NetworkCmd::Ls(j) => {

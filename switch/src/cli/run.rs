@@ -71,6 +71,9 @@ pub fn print_ps(sandboxes: Vec<SandboxView>) {
 }
 
 pub fn run(socket: &Path, a: RunArgs) -> Result<i32, String> {
+    // From here on Ctrl-C, SIGTERM and the like must not end this side before the sandbox is
+    // removed: they are noted (and passed on to the command once it runs).
+    let signals = Signals::catch()?;
     let req = CreateSandbox { name: a.name, network: a.network, endpoint: a.endpoint.options() };
     let sb: SandboxView = super::from(call(socket, &Request::SandboxCreate(req))?)?;
     let remove = || {
@@ -80,14 +83,23 @@ pub fn run(socket: &Path, a: RunArgs) -> Result<i32, String> {
     };
     let log_dir = socket.parent().unwrap_or(Path::new("/run/vswitch"));
     let log = a.detach.then(|| log_dir.join(format!("{}.log", sb.name)));
-    let child = match spawn(&sb, &a.command, log.as_deref()) {
+    let mut child = match spawn(&sb, &a.command, log.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             remove();
-            return Err(e);
+            eprintln!("error: cannot run {}: {e}", a.command[0]);
+            // As a shell says it: 127 not found, 126 found but not runnable.
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
         }
     };
     if let Err(e) = call(socket, &Request::SandboxSetPid { name: sb.name.clone(), pid: child.id() }) {
+        if log.is_some() {
+            // Detached, a process the daemon does not know could never be stopped by `rm`.
+            let _ = child.kill();
+            let _ = child.wait();
+            remove();
+            return Err(e);
+        }
         eprintln!("warning: {e}");
     }
     if let Some(log) = log {
@@ -95,59 +107,71 @@ pub fn run(socket: &Path, a: RunArgs) -> Result<i32, String> {
         eprintln!("running in the background (output: {}); stop it with: vswitch rm {}", log.display(), sb.name);
         return Ok(0);
     }
-    let status = wait(child);
+    let status = signals.wait(&mut child);
     remove();
     let status = status.map_err(|e| format!("waiting for {}: {e}", a.command[0]))?;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 /// Start `command` inside the sandbox: its namespace, its /etc files, its own /sys.
-fn spawn(sb: &SandboxView, command: &[String], log: Option<&Path>) -> Result<std::process::Child, String> {
-    let ns = match &sb.netns {
-        Some(p) => Some(File::open(p).map_err(|e| format!("cannot open {}: {e}", p.display()))?),
+fn spawn(sb: &SandboxView, command: &[String], log: Option<&Path>) -> std::io::Result<std::process::Child> {
+    let entry = match &sb.netns {
+        Some(p) => Some(netns::Entry::prepare(File::open(p)?, sb.etc_name.as_deref())?),
         None => None,
     };
-    let etc = sb.etc_name.clone();
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
     let detach = log.is_some();
     if let Some(path) = log {
-        let out = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let out = File::create(path)?;
+        let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     }
-    // SAFETY: the closure runs in the child between fork and exec; this CLI is a single
-    // thread, so the allocations `enter` makes cannot meet a lock held by another thread.
+    // SAFETY: the closure runs in the child between fork and exec and only makes system
+    // calls on what `prepare` built before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if detach {
                 libc::setsid();
             }
-            if let Some(ns) = &ns {
-                netns::enter(ns, etc.as_deref())?;
+            if let Some(e) = &entry {
+                e.enter()?;
             }
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| format!("cannot run {}: {e}", command[0]))
+    cmd.spawn()
 }
 
-/// Wait for the command. Ctrl-C and SIGTERM reach it (the terminal sends it Ctrl-C itself;
-/// SIGTERM is passed on); this side stays to remove the sandbox after it exits.
-fn wait(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
-        let _ = signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false)));
+/// The signals that would end `vswitch run` while its command runs.
+struct Signals {
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Catch them (handlers, not SIG_IGN: the command gets the default dispositions back on
+    /// exec). The terminal sends Ctrl-C to the command itself.
+    fn catch() -> Result<Signals, String> {
+        use signal_hook::consts::*;
+        let term = Arc::new(AtomicBool::new(false));
+        for sig in [SIGINT, SIGHUP, SIGQUIT] {
+            signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())?;
+        }
+        signal_hook::flag::register(SIGTERM, term.clone()).map_err(|e| e.to_string())?;
+        Ok(Signals { term })
     }
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone());
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok(st);
+
+    /// Wait for the command, passing SIGTERM on to it.
+    fn wait(&self, child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if self.term.swap(false, Ordering::Relaxed) {
+                // SAFETY: a signal to the child we started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        if term.swap(false, Ordering::Relaxed) {
-            // SAFETY: a signal to the child we started.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

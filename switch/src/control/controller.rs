@@ -90,6 +90,8 @@ pub struct Controller {
     traces: Vec<Arc<Tracer>>,
     /// Where the search for a free port id starts.
     next_port_id: PortId,
+    /// Where the search for a free network id starts.
+    next_net_id: NetId,
 }
 
 fn json<T: Serialize>(v: T) -> Result<Value> {
@@ -140,23 +142,35 @@ impl Controller {
             ports: HashMap::new(),
             traces: Vec::new(),
             next_port_id: 1,
+            next_net_id: 0,
         };
-        let mut next = st.clone();
+        // What restoring removes is cleaned up (links, namespaces) once the state is saved.
+        let mut tx = Tx { next: st.clone(), undo: vec![], then: vec![] };
         for sb in &st.sandboxes {
             let owned_ns = matches!(sb.mode, NetMode::Networks | NetMode::None);
             let gone = match (&sb.netns, owned_ns || sb.owned) {
                 (Some(p), true) => c.sys.netns_identity(p) != sb.ns_identity,
                 _ => false,
             };
-            if gone {
+            if gone && tx.next.sandbox(&sb.name).is_some() {
                 warn!(sandbox = %sb.name, "sandbox removed: its network namespace is gone");
-                let mut tx = Tx { next, undo: vec![], then: vec![] };
                 c.remove_sandbox_in(&mut tx, &sb.name);
-                next = tx.next;
+                // Sandboxes that shared its namespace shared its fate.
+                let users: Vec<String> = tx
+                    .next
+                    .sandboxes
+                    .iter()
+                    .filter(|s| s.mode == NetMode::Container(sb.name.clone()))
+                    .map(|s| s.name.clone())
+                    .collect();
+                for u in users {
+                    warn!(sandbox = %u, "sandbox removed: the namespace it shared is gone");
+                    c.remove_sandbox_in(&mut tx, &u);
+                }
             }
         }
-        c.st = next.clone();
-        for net in &next.networks {
+        c.st = tx.next.clone();
+        for net in &tx.next.networks.clone() {
             c.add_live_net(net);
             for ep in &net.endpoints {
                 let gone = ep.sandbox.is_some() && c.sys.ifindex(&ep.name).is_none();
@@ -182,12 +196,11 @@ impl Controller {
                                 "endpoint removed: its namespace went away"),
                             None => error!(network = %net.name, port = %ep.name, "port not restored: {e}"),
                         }
-                        let mut tx = Tx { next: c.st.clone(), undo: vec![], then: vec![] };
                         c.remove_endpoint_in(&mut tx, &net.name, &ep.name);
-                        c.st = tx.next;
                     }
                 }
             }
+            c.st = tx.next.clone();
             if let Some(n) = c.st.network(&net.name) {
                 for m in &n.static_macs {
                     let (Some(p), Some(l)) = (c.ports.get(&m.port), c.nets.get(&net.name)) else { continue };
@@ -203,17 +216,23 @@ impl Controller {
         if c.st != st {
             c.dir.save(&c.st)?;
         }
+        c.apply(tx.then);
         Ok(c)
     }
 
     // ---- the live switch -------------------------------------------------------------
 
     fn add_live_net(&mut self, net: &Network) {
-        let id = (0..=NetId::MAX).find(|i| !self.nets.values().any(|n| n.id == *i)).expect("65536 networks");
+        // In turn, not lowest-free first: a new network never takes over an id whose frames
+        // (a gateway's replies, a trace) may still be in flight.
+        let in_use = |i: NetId| self.nets.values().any(|n| n.id == i);
+        let id =
+            (0..=NetId::MAX).map(|k| self.next_net_id.wrapping_add(k)).find(|&i| !in_use(i)).expect("65536 networks");
+        self.next_net_id = id.wrapping_add(1);
         let b = net.bridge();
         let table = Arc::new(MacTable::new(b.max_learned));
         table.add_static(b.gateway_mac, GATEWAY_PORT).expect("an empty table has room");
-        let v4 = net.subnet_v4().and_then(|s| match s.gateway {
+        let v4 = net.subnet_v4().filter(|_| !b.inhibit_ipv4).and_then(|s| match s.gateway {
             IpAddr::V4(g) => Some((g, s.subnet.prefix_len())),
             IpAddr::V6(_) => None,
         });
@@ -223,7 +242,8 @@ impl Controller {
         });
         let gateway = Gateway { net: id, mac: b.gateway_mac, ipv4: v4.map(|g| g.0), ipv6: v6.map(|g| g.0) };
         let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
-        let shared = Arc::new(PortShared::new(self.dp.workers(), max_frame_for_mtu(b.mtu)));
+        // One counter slot per worker, and one for the services thread (its drops).
+        let shared = Arc::new(PortShared::new(self.dp.workers() + 1, max_frame_for_mtu(b.mtu)));
         let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize };
         self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
         self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared });
@@ -290,7 +310,13 @@ impl Controller {
             return Err(e); // ports opened for it close as `tx.then` drops
         }
         self.st = tx.next;
-        for step in tx.then {
+        self.apply(tx.then);
+        Ok(())
+    }
+
+    /// Make the live switch follow a saved state.
+    fn apply(&mut self, steps: Vec<Step>) {
+        for step in steps {
             match step {
                 Step::AddNetwork(name) => {
                     if let Some(n) = self.st.network(&name).cloned() {
@@ -314,7 +340,6 @@ impl Controller {
                 Step::DeleteNetns(name) => self.sys.delete_netns(&name),
             }
         }
-        Ok(())
     }
 
     fn undo(&mut self, undo: Vec<Undo>) {
@@ -383,7 +408,7 @@ impl Controller {
             .networks
             .iter()
             .map(|n| NetworkSummary {
-                id: n.id[..12].to_string(),
+                id: short_id(&n.id),
                 name: n.name.clone(),
                 driver: n.driver_name().into(),
                 subnets: n.ipam.iter().map(|s| s.subnet).collect(),
@@ -405,6 +430,7 @@ impl Controller {
             d => return Err(Error::UnknownDriver(d.into())),
         }
         let mut mtu = DEFAULT_MTU;
+        let mut inhibit_ipv4 = false;
         for (k, v) in &c.options {
             match k.as_str() {
                 "mtu" | "com.docker.network.driver.mtu" => {
@@ -413,7 +439,14 @@ impl Controller {
                             Error::invalid(format!("-o {k}={v}: the MTU is a number from 68 to 65535"))
                         })?
                 }
-                _ => return Err(Error::invalid(format!("unknown option '{k}' for the bridge driver (options: mtu)"))),
+                "com.docker.network.bridge.inhibit_ipv4" => {
+                    inhibit_ipv4 = v.parse().map_err(|_| Error::invalid(format!("-o {k}={v}: true or false")))?
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                    "unknown option '{k}' for the bridge driver (options: mtu, com.docker.network.bridge.inhibit_ipv4)"
+                )))
+                }
             }
         }
         let aging_secs = c.aging_secs.unwrap_or(DEFAULT_AGING_SECS);
@@ -449,6 +482,7 @@ impl Controller {
                 max_learned,
                 mtu,
                 gateway_mac: ipam::random_mac(),
+                inhibit_ipv4,
             }),
             endpoints: vec![],
             static_macs: vec![],
@@ -541,7 +575,7 @@ impl Controller {
         self.transact(|c, tx| {
             let net = tx.next.network(network).expect("checked");
             let (ipv4, ipv6) = ipam::allocate(net, o.ip, o.ip6)?;
-            let mac = endpoint_mac(o.mac, ipv4, ipv6)?;
+            let mac = endpoint_mac(net, o.mac, ipv4, ipv6)?;
             let id = c.free_port_id()?;
             let opened = c
                 .sys
@@ -583,7 +617,7 @@ impl Controller {
                     netns: Some(path.clone()),
                     ns_identity: Some(identity),
                     owned: false,
-                    pid: None,
+                    process: None,
                     created: unix_now(),
                 }
             }
@@ -619,14 +653,23 @@ impl Controller {
             .clone()
             .ok_or_else(|| Error::invalid(format!("sandbox {} has no namespace of its own", sb.name)))?;
         let (ipv4, ipv6) = ipam::allocate(net, o.ip, o.ip6)?;
-        let mac = endpoint_mac(o.mac, ipv4, ipv6)?;
-        let others: Vec<String> =
-            tx.next.endpoints_of(&sb.name).filter_map(|(_, e)| e.sandbox.as_ref().map(|s| s.ifname.clone())).collect();
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !others.contains(n)).expect("a free name");
-        let first = others.is_empty();
+        let mac = endpoint_mac(net, o.mac, ipv4, ipv6)?;
+        // A name nothing in the namespace has: not our other endpoints', nor the namespace's
+        // own interfaces (a container's eth0 the switch did not make).
+        let mut taken: Vec<String> = self.sys.netns_links(&netns)?;
+        let mut has_default = false;
+        for (_, e) in tx.next.endpoints_of(&sb.name) {
+            if let Some(s) = &e.sandbox {
+                taken.push(s.ifname.clone());
+                has_default |= s.default_route;
+            }
+        }
+        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).expect("a free name");
+        // The default routes go with the first network (and to the next one if that leaves).
+        let first = !has_default && !net.internal;
         let gw = |v6: bool| {
             let s = if v6 { net.subnet_v6() } else { net.subnet_v4() };
-            s.map(|s| s.gateway).filter(|_| first && !net.internal)
+            s.map(|s| s.gateway).filter(|_| first)
         };
         let host = new_host_ifname();
         let prefix = |v6: bool| {
@@ -664,7 +707,12 @@ impl Controller {
             ipv4,
             ipv6,
             created_tap: false,
-            sandbox: Some(SandboxLink { sandbox: sb.name.clone(), ifname, aliases: o.aliases.clone() }),
+            sandbox: Some(SandboxLink {
+                sandbox: sb.name.clone(),
+                ifname,
+                aliases: o.aliases.clone(),
+                default_route: first,
+            }),
         };
         tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
         let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
@@ -730,7 +778,7 @@ impl Controller {
             netns: None,
             ns_identity: None,
             owned: false,
-            pid: None,
+            process: None,
             created: unix_now(),
         };
         let has_endpoint = matches!(c.network, RunNetwork::Network(_));
@@ -786,13 +834,18 @@ impl Controller {
 
     fn sandbox_set_pid(&mut self, name: &str, pid: u32) -> Result<Value> {
         self.st.sandbox(name).ok_or_else(|| Error::NoSandbox(name.into()))?;
+        let start = self.sys.process_start(pid).ok_or_else(|| Error::invalid(format!("no process {pid}")))?;
         self.transact(|_, tx| {
             if let Some(s) = tx.next.sandboxes.iter_mut().find(|s| s.name == name) {
-                s.pid = Some(pid);
+                s.process = Some(Process { pid, start });
             }
             Ok(())
         })?;
         json(serde_json::json!({ "name": name, "pid": pid }))
+    }
+
+    fn running(&self, sb: &Sandbox) -> bool {
+        sb.process.is_some_and(|p| self.sys.process_start(p.pid) == Some(p.start))
     }
 
     /// Remove sandbox `name` in `tx`: its endpoints, and its namespace if the switch made it.
@@ -815,15 +868,17 @@ impl Controller {
         if let Some(user) = self.st.sandboxes.iter().find(|s| s.mode == NetMode::Container(name.into())) {
             return Err(Error::invalid(format!("sandbox {} shares {name}'s network: remove it first", user.name)));
         }
-        if let Some(pid) = sb.pid.filter(|&p| self.sys.alive(p)) {
-            self.sys.stop_process(pid);
-        }
         self.transact(|c, tx| {
             c.remove_sandbox_in(tx, name);
             Ok(())
         })?;
+        // Only once it is gone from the state: a failed save leaves the process running.
+        let stopping = sb.process.filter(|_| self.running(&sb));
+        if let Some(p) = stopping {
+            self.sys.stop_process(p);
+        }
         info!(sandbox = %name, "sandbox removed");
-        json(serde_json::json!({ "removed": name }))
+        json(serde_json::json!({ "removed": name, "stopping": stopping }))
     }
 
     fn sandbox_view(&self, sb: &Sandbox) -> SandboxView {
@@ -833,12 +888,12 @@ impl Controller {
         };
         SandboxView {
             name: sb.name.clone(),
-            id: sb.id[..12].to_string(),
+            id: short_id(&sb.id),
             mode: sb.mode.name(),
             netns: sb.netns.clone(),
             etc_name,
-            pid: sb.pid,
-            running: sb.pid.is_some_and(|p| self.sys.alive(p)),
+            pid: sb.process.map(|p| p.pid),
+            running: self.running(sb),
             endpoints: self
                 .st
                 .endpoints_of(&sb.name)
@@ -1138,19 +1193,33 @@ impl Controller {
     }
 }
 
-/// The endpoint's MAC: the one asked for (unicast only), or Docker's from its address.
+/// The first 12 characters of an id, as Docker shows them.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// The endpoint's MAC on `net`: the one asked for (unicast, and no other's on the network),
+/// or Docker's from its address.
 fn endpoint_mac(
+    net: &Network,
     want: Option<MacAddr>,
     v4: Option<std::net::Ipv4Addr>,
     v6: Option<std::net::Ipv6Addr>,
 ) -> Result<MacAddr> {
-    match want {
+    let m = match want {
         Some(m) if m.is_multicast() || m == MacAddr::default() => {
-            Err(Error::invalid(format!("--mac {m} is not a unicast address")))
+            return Err(Error::invalid(format!("--mac {m} is not a unicast address")))
         }
-        Some(m) => Ok(m),
-        None => Ok(ipam::mac_for(v4, v6)),
+        Some(m) => m,
+        None => ipam::mac_for(v4, v6),
+    };
+    if m == net.bridge().gateway_mac {
+        return Err(Error::invalid(format!("MAC {m} is network {}'s gateway", net.name)));
     }
+    if let Some(e) = net.endpoints.iter().find(|e| e.mac == m) {
+        return Err(Error::invalid(format!("MAC {m} is already endpoint {}'s on network {}", e.name, net.name)));
+    }
+    Ok(m)
 }
 
 /// A sandbox's name from the namespace it was given by: the name for `ip netns` names,

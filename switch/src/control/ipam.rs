@@ -262,6 +262,7 @@ mod tests {
                 max_learned: 10,
                 mtu: 1500,
                 gateway_mac: random_mac(),
+                inhibit_ipv4: false,
             }),
             endpoints: vec![],
             static_macs: vec![],

@@ -43,11 +43,15 @@ struct V1Endpoint {
     created_tap: bool,
 }
 
-/// A version-1 state as the current format. Gateways get the MAC they will keep from now on.
+/// A version-1 state as the current format. Gateways get the MAC they will keep from now on;
+/// the switch now answers for the gateway address a version-1 network only recorded (a port
+/// holding it should move, or the network take `-o com.docker.network.bridge.inhibit_ipv4`).
 pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
     let old: V1 = serde_json::from_value(v)?;
     let mut st = State { version: FORMAT_VERSION, networks: Vec::new(), sandboxes: Vec::new() };
     for n in old.networks {
+        tracing::warn!(network = %n.name, gateway = %n.gateway,
+            "migrated: the switch now answers for the gateway address (it was only recorded before)");
         if n.driver != "bridge" {
             return Err(serde::de::Error::custom(format!("network {} has driver {}", n.name, n.driver)));
         }
@@ -67,6 +71,7 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                 max_learned: n.max_learned,
                 mtu: super::state::DEFAULT_MTU,
                 gateway_mac: super::ipam::random_mac(),
+                inhibit_ipv4: false,
             }),
             endpoints: n
                 .endpoints

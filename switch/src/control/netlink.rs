@@ -5,7 +5,7 @@
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -142,6 +142,18 @@ impl Rtnl {
             Some(Rt::NewLink(l)) => Ok(Link::from_message(&l)),
             other => Err(Error::Decode(format!("unexpected answer to RTM_GETLINK: {other:?}"))),
         }
+    }
+
+    /// Every link of this socket's namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let replies = self.request(Rt::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                Rt::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })
+            .collect())
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<()> {

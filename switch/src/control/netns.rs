@@ -182,47 +182,65 @@ pub fn hosts_for(name: &str, addrs: &[std::net::IpAddr]) -> String {
     out
 }
 
-/// In a child process about to exec: enter namespace `netns` and see /etc/netns/NAME's
-/// files in place of /etc's and the namespace's own /sys, as `ip netns exec` arranges.
-/// Call only between fork and exec (it changes the whole process).
-pub fn enter(netns: &File, etc_name: Option<&str>) -> io::Result<()> {
-    // SAFETY: setns/unshare/mount on this process, which is about to exec.
-    unsafe {
-        check(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET), "setns")?;
-        check(libc::unshare(libc::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
-        let root = cstr("/")?;
-        let none = cstr("none")?;
-        // Our mounts stay ours: nothing propagates back to the host.
-        check(
-            libc::mount(
-                none.as_ptr(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_SLAVE | libc::MS_REC,
-                std::ptr::null(),
-            ),
-            "making / a slave mount",
-        )?;
-        let sys = cstr("/sys")?;
-        let sysfs = cstr("sysfs")?;
-        libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-        check(libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null()), "mounting /sys")?;
+/// Entering a sandbox from a child process about to exec: namespace `netns`, with
+/// /etc/netns/NAME's files in place of /etc's and the namespace's own /sys, as `ip netns exec`
+/// arranges. Prepared before fork, so the child only makes system calls.
+pub struct Entry {
+    netns: File,
+    root: CString,
+    none: CString,
+    sys: CString,
+    sysfs: CString,
+    /// (source, target) of each /etc bind mount.
+    binds: Vec<(CString, CString)>,
+}
+
+impl Entry {
+    pub fn prepare(netns: File, etc_name: Option<&str>) -> io::Result<Entry> {
+        let mut binds = Vec::new();
         if let Some(name) = etc_name {
             for f in ["resolv.conf", "hosts"] {
                 let src = Path::new(ETC_DIR).join(name).join(f);
-                if !src.exists() {
-                    continue;
+                if src.exists() {
+                    binds.push((cstr(&src.to_string_lossy())?, cstr(&format!("/etc/{f}"))?));
                 }
-                let s = cstr(&src.to_string_lossy())?;
-                let d = cstr(&format!("/etc/{f}"))?;
+            }
+        }
+        Ok(Entry { netns, root: cstr("/")?, none: cstr("none")?, sys: cstr("/sys")?, sysfs: cstr("sysfs")?, binds })
+    }
+
+    /// Enter. Call only between fork and exec: it changes the whole process.
+    pub fn enter(&self) -> io::Result<()> {
+        // SAFETY: setns/unshare/mount on this process, which is about to exec; every pointer
+        // is a C string prepared before fork.
+        unsafe {
+            check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET), "setns")?;
+            check(libc::unshare(libc::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
+            // Our mounts stay ours: nothing propagates back to the host.
+            check(
+                libc::mount(
+                    self.none.as_ptr(),
+                    self.root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_SLAVE | libc::MS_REC,
+                    std::ptr::null(),
+                ),
+                "making / a slave mount",
+            )?;
+            libc::umount2(self.sys.as_ptr(), libc::MNT_DETACH);
+            check(
+                libc::mount(self.sysfs.as_ptr(), self.sys.as_ptr(), self.sysfs.as_ptr(), 0, std::ptr::null()),
+                "mounting /sys",
+            )?;
+            for (src, dst) in &self.binds {
                 check(
-                    libc::mount(s.as_ptr(), d.as_ptr(), none.as_ptr(), libc::MS_BIND, std::ptr::null()),
+                    libc::mount(src.as_ptr(), dst.as_ptr(), self.none.as_ptr(), libc::MS_BIND, std::ptr::null()),
                     "bind-mounting /etc files",
                 )?;
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -77,6 +77,10 @@ pub struct BridgeOptions {
     pub mtu: u32,
     /// The gateway's MAC, the switch's own on this network.
     pub gateway_mac: MacAddr,
+    /// The switch does not take the IPv4 gateway address (Docker's
+    /// `com.docker.network.bridge.inhibit_ipv4`): another port of the network holds it.
+    #[serde(default)]
+    pub inhibit_ipv4: bool,
 }
 
 /// A port of a network and what it was given there.
@@ -108,6 +112,9 @@ pub struct SandboxLink {
     /// Other names the endpoint answers to on this network (for DNS).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// This endpoint holds the sandbox's default routes (its first network's, as Docker does).
+    #[serde(default)]
+    pub default_route: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -132,8 +139,16 @@ pub struct Sandbox {
     pub owned: bool,
     /// The process `vswitch run` started in it.
     #[serde(default)]
-    pub pid: Option<u32>,
+    pub process: Option<Process>,
     pub created: u64,
+}
+
+/// A process, told apart from a later one with the same id by when it started.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    /// Its start time (clock ticks since boot, /proc/PID/stat field 22).
+    pub start: u64,
 }
 
 /// How a sandbox is networked, as `docker run --network` says it.
@@ -322,6 +337,7 @@ pub(crate) mod tests {
                 max_learned: 100,
                 mtu: 1500,
                 gateway_mac: "02:42:00:00:00:01".parse().unwrap(),
+                inhibit_ipv4: false,
             }),
             endpoints: vec![Endpoint {
                 name: "veth-a".into(),

@@ -6,6 +6,7 @@
 use super::error::{Error, Result};
 use super::netlink::{Rtnl, VethPeer};
 use super::netns;
+use super::state::Process;
 use crate::mac::MacAddr;
 use crate::netdev;
 use crate::port::{self, Opened, PortKind};
@@ -43,10 +44,13 @@ pub trait System: Send {
     /// The resolv.conf and hosts a sandbox's processes see.
     fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()>;
     fn host_resolv_conf(&self) -> String;
-    /// Whether process `pid` is alive.
-    fn alive(&self, pid: u32) -> bool;
-    /// Stop process `pid`: SIGTERM, then SIGKILL if it is still there after a grace period.
-    fn stop_process(&mut self, pid: u32);
+    /// When process `pid` started, if it exists (and is not a zombie).
+    fn process_start(&self, pid: u32) -> Option<u64>;
+    /// Stop process `p` (if it is still that process): SIGTERM, then SIGKILL if it is still
+    /// there after a grace period. Returns at once.
+    fn stop_process(&mut self, p: Process);
+    /// The interfaces inside a namespace (a new endpoint's name must not meet one).
+    fn netns_links(&self, netns: &Path) -> Result<Vec<String>>;
 }
 
 /// The real machine.
@@ -69,11 +73,18 @@ fn configure(here: &mut Rtnl, ns: &File, p: &Plumbing) -> Result<()> {
     if let Some((ip, len)) = p.ipv6 {
         r.add_address(link.index, ip.into(), len).map_err(|e| Error::netlink(what(&format!("address {ip}")), e))?;
     }
+    // A namespace that already has a default route (a container's own) keeps it.
+    let keep_existing = |r: super::netlink::Result<()>| match r {
+        Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    };
     if let Some(gw) = p.gateway4 {
-        r.add_default_route(link.index, gw.into()).map_err(|e| Error::netlink(what("the default route"), e))?;
+        keep_existing(r.add_default_route(link.index, gw.into()))
+            .map_err(|e| Error::netlink(what("the default route"), e))?;
     }
     if let Some(gw) = p.gateway6 {
-        r.add_default_route(link.index, gw.into()).map_err(|e| Error::netlink(what("the IPv6 default route"), e))?;
+        keep_existing(r.add_default_route(link.index, gw.into()))
+            .map_err(|e| Error::netlink(what("the IPv6 default route"), e))?;
     }
     Ok(())
 }
@@ -125,24 +136,49 @@ impl System for Real {
         std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     }
 
-    fn alive(&self, pid: u32) -> bool {
-        // A zombie (exited, not yet reaped by whoever adopted it) is not running.
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    fn process_start(&self, pid: u32) -> Option<u64> {
+        process_start(pid)
     }
 
-    fn stop_process(&mut self, pid: u32) {
-        // SAFETY: signals to a process id the switch recorded for this sandbox.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.alive(pid) && std::time::Instant::now() < end {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        if self.alive(pid) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
+    fn stop_process(&mut self, p: Process) {
+        // A thread waits out the grace period: the controller's lock is not held meanwhile.
+        let _ = std::thread::Builder::new().name("stop-process".into()).spawn(move || {
+            let same = || process_start(p.pid) == Some(p.start);
+            if !same() {
+                return;
+            }
+            // SAFETY: a signal to the process the switch recorded, checked just now by its
+            // start time (a recycled pid is another process).
+            unsafe { libc::kill(p.pid as i32, libc::SIGTERM) };
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while same() && std::time::Instant::now() < end {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if same() {
+                // SAFETY: as above.
+                unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+            }
+        });
     }
+
+    fn netns_links(&self, netns: &Path) -> Result<Vec<String>> {
+        let ns = File::open(netns).map_err(|_| Error::NoNamespace(netns.display().to_string()))?;
+        let mut r = Rtnl::open_in(&ns).map_err(|e| Error::netlink("a netlink socket", e))?;
+        let links = r.links().map_err(|e| Error::netlink(format!("the interfaces in {}", netns.display()), e))?;
+        Ok(links.into_iter().map(|l| l.name).collect())
+    }
+}
+
+/// When process `pid` started (/proc/PID/stat field 22), if it exists and is not a zombie.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -161,6 +197,8 @@ pub mod fake {
         pub namespaces: HashSet<PathBuf>,
         pub plumbed: Vec<String>,
         pub files: HashMap<String, (String, String)>,
+        /// Interfaces already in a namespace (besides the endpoints the switch plumbs).
+        pub ns_links: HashMap<PathBuf, Vec<String>>,
         next_index: u32,
     }
 
@@ -205,6 +243,9 @@ pub mod fake {
             if !w.namespaces.contains(p.netns) {
                 return Err(Error::NoNamespace(p.netns.display().to_string()));
             }
+            if w.ns_links.get(p.netns).is_some_and(|l| l.iter().any(|n| n == p.ifname)) {
+                return Err(Error::invalid(format!("{} exists in {}", p.ifname, p.netns.display())));
+            }
             w.add_link(p.host);
             w.plumbed.push(format!("{} {}", p.host, p.ifname));
             Ok(())
@@ -234,9 +275,16 @@ pub mod fake {
         fn host_resolv_conf(&self) -> String {
             "nameserver 192.0.2.53\n".into()
         }
-        fn alive(&self, _pid: u32) -> bool {
-            false
+        fn process_start(&self, _pid: u32) -> Option<u64> {
+            None
         }
-        fn stop_process(&mut self, _pid: u32) {}
+        fn stop_process(&mut self, _p: Process) {}
+        fn netns_links(&self, netns: &Path) -> Result<Vec<String>> {
+            let w = self.0.lock().unwrap();
+            if !w.namespaces.contains(netns) {
+                return Err(Error::NoNamespace(netns.display().to_string()));
+            }
+            Ok(w.ns_links.get(netns).cloned().unwrap_or_default())
+        }
     }
 }

@@ -22,13 +22,23 @@ use std::ops::ControlFlow;
 
 pub const NAME: &str = "gateway";
 
-/// A network's gateway as the data plane knows it.
+/// The link-local address a gateway with IPv6 answers on too (endpoints solicit from and may
+/// route to link-local addresses). Endpoints' own are EUI-64 (fe80::42:...), never ::1.
+pub const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// A network's gateway as the data plane knows it. It lives on the untagged network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gateway {
     pub net: NetId,
     pub mac: MacAddr,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Gateway {
+    fn is_mine6(&self, ip: Ipv6Addr) -> bool {
+        self.ipv6.is_some() && (Some(ip) == self.ipv6 || ip == LINK_LOCAL)
+    }
 }
 
 /// Which network each subnet belongs to: tells "another network" from "outside".
@@ -59,9 +69,13 @@ pub fn run<O: Observe>(
     if cx.in_port == GATEWAY_PORT {
         return ControlFlow::Continue(action); // the gateway's own frames
     }
+    // A VLAN tag (offloaded by the kernel, or in the frame) means another segment than the
+    // gateway's: nothing for it there.
+    let tagged = cx.frame.tag.is_some() || matches!(eth.frame.ethertype(), EthernetProtocol::Unknown(0x8100 | 0x88a8));
     let taken = match action {
+        Action::Gateway if tagged => Err(DropReason::NoRoute),
         Action::Gateway => to_gateway_mac(gw, routes, eth),
-        Action::Flood if eth.dst.is_multicast() && cx.frame.tag.is_none() => match asks_for_gateway(gw, eth) {
+        Action::Flood if eth.dst.is_multicast() && !tagged => match asks_for_gateway(gw, eth) {
             Some(why) => Ok(why),
             None => return ControlFlow::Continue(action),
         },
@@ -90,7 +104,7 @@ fn to_gateway_mac(gw: &Gateway, routes: &Routes, eth: &Eth) -> Result<GatewayWhy
             Err(_) => return Err(DropReason::NoRoute),
         },
         EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(payload) {
-            Ok(ip) if Some(ip.dst_addr()) == gw.ipv6 => return Ok(GatewayWhy::Unicast),
+            Ok(ip) if gw.is_mine6(ip.dst_addr()) => return Ok(GatewayWhy::Unicast),
             Ok(ip) => ip.dst_addr().into(),
             Err(_) => return Err(DropReason::NoRoute),
         },
@@ -118,7 +132,7 @@ fn asks_for_gateway(gw: &Gateway, eth: &Eth) -> Option<GatewayWhy> {
                 return None;
             }
             let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
-            (icmp.msg_type() == Icmpv6Message::NeighborSolicit && Some(icmp.target_addr()) == gw.ipv6)
+            (icmp.msg_type() == Icmpv6Message::NeighborSolicit && gw.is_mine6(icmp.target_addr()))
                 .then_some(GatewayWhy::NeighborSolicit)
         }
         _ => None,
@@ -161,6 +175,19 @@ mod tests {
         assert_eq!(run(&p, &r, 1, &who_has).0, Action::Gateway);
         let ns = frame("dst 33:33:ff:00:00:01 ipv6 src fd00:1::5 dst ff02::1:ff00:1 ns fd00:1::1");
         assert_eq!(run(&p, &r, 1, &ns).0, Action::Gateway);
+        let ns = frame("dst 33:33:ff:00:00:01 ipv6 src fe80::5 dst ff02::1:ff00:1 ns fe80::1");
+        assert_eq!(run(&p, &r, 1, &ns).0, Action::Gateway, "its link-local address too");
+        let ping = frame(&format!("dst {GW_MAC} ipv6 src fe80::5 dst fe80::1 icmp6"));
+        assert_eq!(run(&p, &r, 1, &ping).0, Action::Gateway);
+    }
+
+    #[test]
+    fn tagged_frames_are_not_for_the_gateway() {
+        let (p, r) = setup();
+        let tagged = frame(&format!("dst {GW_MAC} vlan 5 ip src 10.1.0.5 dst 10.1.0.1 icmp"));
+        assert_eq!(run(&p, &r, 1, &tagged).0, Action::Drop(DropReason::NoRoute));
+        let who_has = frame("dst ff:ff:ff:ff:ff:ff vlan 5 arp who-has 10.1.0.1 tell 10.1.0.5");
+        assert_eq!(run(&p, &r, 1, &who_has).0, Action::Flood);
     }
 
     #[test]

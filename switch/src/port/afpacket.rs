@@ -323,6 +323,9 @@ impl AfPacketQueue {
             if st & TP_STATUS_USER == 0 {
                 break;
             }
+            if st & TP_STATUS_COPY != 0 && spare.len() == 0 {
+                break; // its copy waits on the socket: read it with the slot, next batch
+            }
             self.rx_held += 1;
             // SAFETY: the slot is ours (TP_STATUS_USER) until `release`, which needs `&mut
             // self` and so waits until every frame borrowed from it here is gone. Its header
@@ -332,7 +335,7 @@ impl AfPacketQueue {
             let tag = vlan_tag(st, h.tp_vlan_tci, h.tp_vlan_tpid);
             if st & TP_STATUS_COPY != 0 {
                 // Too big for the slot: the whole frame waits on the socket queue.
-                let Some(buf) = spare.next() else { break };
+                let buf = spare.next().expect("checked above");
                 match self.recv_copy(buf)? {
                     Some((len, tag)) if !outgoing => {
                         let buf: &'q [u8] = buf;
@@ -362,6 +365,12 @@ impl AfPacketQueue {
             }
         }
         Ok(())
+    }
+
+    /// Whether the next RX slot holds a frame for us.
+    #[inline]
+    pub fn may_have_frames(&self) -> bool {
+        status(self.rx.slot(0, RX_BLOCK)) & TP_STATUS_USER != 0
     }
 
     /// Read one whole frame (virtio header first) queued by PACKET_COPY_THRESH.

@@ -157,6 +157,16 @@ impl Queue {
         }
     }
 
+    /// Whether `receive` may find frames: false only when it certainly would not (an AF_PACKET
+    /// ring whose next slot is the kernel's), so an idle port costs one load per pass.
+    #[inline]
+    pub fn may_have_frames(&self) -> bool {
+        match self {
+            Queue::AfPacket(q) => q.may_have_frames(),
+            Queue::Tap(_) | Queue::Memory(_) => true,
+        }
+    }
+
     /// Return the frames of the last `receive` to the kernel.
     pub fn release(&mut self) {
         if let Queue::AfPacket(q) = self {

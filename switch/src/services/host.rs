@@ -6,6 +6,9 @@
 
 use super::link::{Link, Packet};
 use crate::mac::MacAddr;
+use crate::pipeline::gateway::LINK_LOCAL;
+use crate::pipeline::DropReason;
+use crate::port::PortShared;
 use crate::worker::NetId;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -21,9 +24,6 @@ use std::sync::Arc;
 
 /// Frames waiting for one gateway; more are dropped (the pool bounds them anyway).
 const RX_QUEUE: usize = 256;
-/// The link-local address the gateway answers on as well: endpoints solicit from and route
-/// to link-local addresses too. Endpoints' own are EUI-64 (fe80::42:...), never ::1.
-const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 /// A gateway's addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +44,21 @@ struct Wire {
     /// The worker the last frame came through: replies go out through it.
     worker: usize,
     mtu: usize,
-    /// Replies that found the pool empty.
-    lost: u64,
+    /// The gateway's counters; this thread writes the last slot.
+    stats: Arc<PortShared>,
+}
+
+impl Wire {
+    /// A frame the gateway could not take or send: the pool or its queue was full.
+    fn busy(&self) {
+        self.stats.stats.worker(self.link.workers()).drop(DropReason::GatewayBusy);
+    }
+
+    fn send(&self, worker: usize, frame: &[u8]) {
+        if !self.link.send_down(self.net, worker, frame) {
+            self.busy();
+        }
+    }
 }
 
 struct Rx {
@@ -69,9 +82,7 @@ impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
-        if !self.wire.link.send_down(self.wire.net, self.wire.worker, &buf) {
-            self.wire.lost += 1;
-        }
+        self.wire.send(self.wire.worker, &buf);
         r
     }
 }
@@ -109,13 +120,11 @@ pub struct Host {
     iface: Interface,
     wire: Wire,
     sockets: SocketSet<'static>,
-    /// Frames for this gateway dropped because its queue was full.
-    pub overflow: u64,
 }
 
 impl Host {
-    pub fn new(net: NetId, addrs: GatewayAddrs, link: Arc<Link>, now: Instant) -> Host {
-        let mut wire = Wire { net, link, rx: VecDeque::new(), worker: 0, mtu: addrs.mtu, lost: 0 };
+    pub fn new(net: NetId, addrs: GatewayAddrs, link: Arc<Link>, stats: Arc<PortShared>, now: Instant) -> Host {
+        let mut wire = Wire { net, link, rx: VecDeque::new(), worker: 0, mtu: addrs.mtu, stats };
         let mut cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(addrs.mac.0)));
         cfg.random_seed = std::collections::hash_map::RandomState::new().hash_one(net);
         let mut iface = Interface::new(cfg, &mut wire, now);
@@ -128,13 +137,13 @@ impl Host {
                 let _ = a.push(IpCidr::new(LINK_LOCAL.into(), 64));
             }
         });
-        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]), overflow: 0 }
+        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]) }
     }
 
     /// A frame from a worker for this gateway.
     pub fn receive(&mut self, p: Packet) {
         if self.wire.rx.len() >= RX_QUEUE {
-            self.overflow += 1;
+            self.wire.busy();
             self.wire.link.recycle(p);
             return;
         }
@@ -145,11 +154,6 @@ impl Host {
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
         let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
         self.iface.poll_at(now, &self.sockets)
-    }
-
-    /// Replies lost because the pool was empty.
-    pub fn lost(&self) -> u64 {
-        self.wire.lost
     }
 
     /// Tell the network where the gateway is: a gratuitous ARP and an unsolicited NA.
@@ -163,9 +167,7 @@ impl Host {
             frames.push(unsolicited_na(mac, ip));
         }
         for f in frames {
-            if !self.wire.link.send_down(self.wire.net, 0, &f) {
-                self.wire.lost += 1;
-            }
+            self.wire.send(0, &f);
         }
     }
 }
@@ -242,7 +244,8 @@ mod tests {
             ipv6: Some(("fd00:1::1".parse().unwrap(), 64)),
             mtu: 1500,
         };
-        (Host::new(3, addrs, link.clone(), Instant::from_millis(0)), link)
+        let stats = Arc::new(PortShared::new(2, 1518));
+        (Host::new(3, addrs, link.clone(), stats, Instant::from_millis(0)), link)
     }
 
     fn feed(h: &mut Host, link: &Link, spec: &str) -> Vec<Vec<u8>> {

@@ -7,12 +7,12 @@
 pub mod host;
 pub mod link;
 
+use crate::port::PortShared;
 use crate::worker::NetId;
 use crossbeam_channel::{Receiver, Sender};
 use host::{GatewayAddrs, Host};
 use link::Link;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,36 +23,25 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 const BURST: usize = 256;
 
 enum Ctl {
-    Add(NetId, GatewayAddrs),
+    Add(NetId, GatewayAddrs, Arc<PortShared>),
     Remove(NetId),
     Announce(NetId),
     Stop,
 }
 
-/// Counters of the services thread, for `stats`.
-#[derive(Default)]
-pub struct Counters {
-    /// Frames for a gateway that found its queue full.
-    pub overflow: AtomicU64,
-    /// Replies that found the pool empty.
-    pub lost: AtomicU64,
-}
-
 pub struct Services {
     ctl: Sender<Ctl>,
     link: Arc<Link>,
-    pub counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Services {
     pub fn start(link: Arc<Link>) -> std::io::Result<Services> {
         let (ctl, rx) = crossbeam_channel::unbounded();
-        let counters = Arc::new(Counters::default());
-        let (l, c) = (link.clone(), counters.clone());
-        let thread = std::thread::Builder::new().name("services".into()).spawn(move || serve(l, rx, c))?;
+        let l = link.clone();
+        let thread = std::thread::Builder::new().name("services".into()).spawn(move || serve(l, rx))?;
         link.serve_from(thread.thread().clone());
-        Ok(Services { ctl, link, counters, thread: Some(thread) })
+        Ok(Services { ctl, link, thread: Some(thread) })
     }
 
     fn send(&self, c: Ctl) {
@@ -62,9 +51,10 @@ impl Services {
         }
     }
 
-    /// Bring up network `net`'s gateway.
-    pub fn add(&self, net: NetId, addrs: GatewayAddrs) {
-        self.send(Ctl::Add(net, addrs));
+    /// Bring up network `net`'s gateway. Its drops are counted in `stats`' last slot (the
+    /// workers' slots come first).
+    pub fn add(&self, net: NetId, addrs: GatewayAddrs, stats: Arc<PortShared>) {
+        self.send(Ctl::Add(net, addrs, stats));
     }
 
     pub fn remove(&self, net: NetId) {
@@ -78,6 +68,11 @@ impl Services {
 
     pub fn link(&self) -> &Arc<Link> {
         &self.link
+    }
+
+    /// The index of the services thread's counter slot in a gateway's stats.
+    pub fn stats_slot(&self) -> usize {
+        self.link.workers()
     }
 
     pub fn stop(&mut self) {
@@ -94,15 +89,15 @@ impl Drop for Services {
     }
 }
 
-fn serve(link: Arc<Link>, ctl: Receiver<Ctl>, counters: Arc<Counters>) {
+fn serve(link: Arc<Link>, ctl: Receiver<Ctl>) {
     let start = std::time::Instant::now();
     let now = || smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
     let mut hosts: HashMap<NetId, Host> = HashMap::new();
     loop {
         while let Ok(c) = ctl.try_recv() {
             match c {
-                Ctl::Add(net, addrs) => {
-                    hosts.insert(net, Host::new(net, addrs, link.clone(), now()));
+                Ctl::Add(net, addrs, stats) => {
+                    hosts.insert(net, Host::new(net, addrs, link.clone(), stats, now()));
                 }
                 Ctl::Remove(net) => {
                     hosts.remove(&net);
@@ -126,16 +121,11 @@ fn serve(link: Arc<Link>, ctl: Receiver<Ctl>, counters: Arc<Counters>) {
         }
         let t = now();
         let mut next: Option<smoltcp::time::Instant> = None;
-        let (mut overflow, mut lost) = (0, 0);
         for h in hosts.values_mut() {
             if let Some(at) = h.poll(t) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
-            overflow += h.overflow;
-            lost += h.lost();
         }
-        counters.overflow.store(overflow, Relaxed);
-        counters.lost.store(lost, Relaxed);
         if taken == 0 {
             let wait = match next {
                 Some(at) if at <= t => Duration::ZERO,
