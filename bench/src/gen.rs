@@ -36,14 +36,17 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
     if !(60..=1514).contains(&size) {
         return Err(format!("frame size {size}: use 60 to 1514 bytes (without the FCS)"));
     }
+    // SAFETY: a valid C string for the call.
     let ifindex = unsafe { libc::if_nametoindex(std::ffi::CString::new(iface).expect("name").as_ptr()) };
     if ifindex == 0 {
         return Err(format!("no interface {iface}"));
     }
+    // SAFETY: no pointers; the result is checked.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if raw < 0 {
         return Err(err(io::Error::last_os_error()));
     }
+    // SAFETY: a fresh descriptor nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
     let fd = sock.as_raw_fd();
     let v2 = libc::tpacket_versions::TPACKET_V2 as i32;
@@ -58,14 +61,17 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
     setsockopt(&sock, libc::SOL_PACKET, libc::PACKET_TX_RING, &req, "PACKET_TX_RING").map_err(err)?;
     let len = SLOT * SLOTS;
     let ring =
+        // SAFETY: maps the TX ring just set up on this socket; the result is checked.
         unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
     if ring == libc::MAP_FAILED {
         return Err(err(io::Error::last_os_error()));
     }
     let ring = ring as *mut u8;
+    // SAFETY: sockaddr_ll is plain old data; all zeros is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a live sockaddr_ll of the size we pass.
     let r = unsafe {
         libc::bind(fd, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
     };
@@ -75,6 +81,7 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
     // Build every slot's frame once: destination, a source, EtherType 0x88b5, zeros (or the
     // ARP request).
     for i in 0..SLOTS {
+        // SAFETY: slot i's data area lies inside the mapped ring (DATA_OFF + size <= SLOT).
         let f = unsafe { std::slice::from_raw_parts_mut(ring.add(i * SLOT + DATA_OFF), size) };
         f.fill(0);
         f[..6].copy_from_slice(&dst);
@@ -89,6 +96,7 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
         }
     }
     let sources = if arp.is_some() { 1 } else { sources }; // the ARP sender is the frame's source
+                                                           // SAFETY: each slot starts with its u32 status word, shared with the kernel: read atomically.
     let status = |i: usize| unsafe { &*(ring.add(i * SLOT) as *const std::sync::atomic::AtomicU32) };
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut slot, mut sent, mut next_src) = (0usize, 0u64, 0u32);
@@ -100,6 +108,7 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
             if s != TP_STATUS_AVAILABLE && s != TP_STATUS_WRONG_FORMAT {
                 break;
             }
+            // SAFETY: writes inside the slot we own (status available).
             unsafe {
                 let base = ring.add(slot * SLOT);
                 *(base.add(4) as *mut u32) = size as u32; // tp_len
@@ -113,6 +122,7 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
             queued += 1;
             sent += 1;
         }
+        // SAFETY: a send with no data tells the kernel to transmit the ring's pending slots.
         let r = unsafe { libc::send(fd, std::ptr::null(), 0, 0) };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -121,6 +131,7 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
             }
         }
     }
+    // SAFETY: unmaps the ring mapped above, once.
     unsafe { libc::munmap(ring as *mut libc::c_void, len) };
     Ok(sent)
 }

@@ -119,6 +119,7 @@ fn bench(args: Args) -> Res<()> {
     if let Some(path) = &args.from {
         return report_from(path, args.chart.as_deref());
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
             "vswitch bench needs root: it creates network namespaces and runs switches (try: sudo vswitch bench)"

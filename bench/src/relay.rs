@@ -25,17 +25,20 @@ pub fn relay(a: &str, b: &str) -> Res<()> {
 fn copy(from: RawFd, to: RawFd) -> io::Result<()> {
     let mut buf = vec![0u8; 65536 + 64];
     loop {
+        // SAFETY: `buf` is live and as long as we say.
         let n = unsafe { libc::read(from, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
                 let mut p = libc::pollfd { fd: from, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one live pollfd.
                 unsafe { libc::poll(&mut p, 1, 1000) };
                 continue;
             }
             return Err(e);
         }
         // A full TAP queue drops the frame, as a busy NIC would.
+        // SAFETY: `buf` holds the `n` bytes just read.
         unsafe { libc::write(to, buf.as_ptr() as *const libc::c_void, n as usize) };
     }
 }

@@ -291,6 +291,7 @@ impl Drop for Attached<'_> {
 
 /// Signal a child and reap it; SIGKILL if it has not gone within 5 s (cleanup must end).
 fn stop_child(c: &mut Child, sig: i32) {
+    // SAFETY: a signal to our own child.
     unsafe { libc::kill(c.id() as i32, sig) };
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end {
@@ -365,6 +366,7 @@ impl Drop for Ovs {
         for pid in ["vswitchd.pid", "ovsdb.pid"] {
             if let Ok(p) = std::fs::read_to_string(self.dir.join(pid)) {
                 if let Ok(p) = p.trim().parse::<i32>() {
+                    // SAFETY: a signal to the OVS daemon this run started (its pid file).
                     unsafe { libc::kill(p, libc::SIGTERM) };
                 }
             }

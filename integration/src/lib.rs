@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Fail clearly (never skip) when not root.
 pub fn require_root() {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         panic!(
             "these tests create network namespaces, veth pairs and TAP devices: run them as root (sudo scripts/test)"
@@ -306,6 +307,7 @@ impl Daemon {
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
+        // SAFETY: a signal to our own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
@@ -408,6 +410,7 @@ impl Drop for Daemon {
             self.remove_sandboxes();
         }
         if let Some(mut c) = self.child.take() {
+            // SAFETY: a signal to our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(5);
             while Instant::now() < end && c.try_wait().ok().flatten().is_none() {
@@ -457,6 +460,7 @@ impl Trace {
 
     /// Ctrl-C the trace; returns its summary line.
     pub fn interrupt(self) -> String {
+        // SAFETY: a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.wait()
     }

@@ -83,6 +83,7 @@ fn ctrl_c_stops_the_bench_and_cleans_up() {
     let pid = child.id();
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!leftovers(pid).is_empty(), "the bench should be running by now");
+    // SAFETY: a signal to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

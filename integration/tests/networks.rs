@@ -166,3 +166,27 @@ fn a_namespace_with_its_own_eth0_and_default_route_keeps_them() {
     assert!(routes.contains("default via 192.168.77.1 dev eth0"), "its own default route stays: {routes}");
     assert!(ping(&a, "10.57.7.1"), "the new endpoint reaches its gateway");
 }
+
+#[test]
+fn a_process_namespace_by_path_and_its_end() {
+    // A namespace only a process holds (/proc/PID/ns/net), as a container runtime's would be.
+    let d = Daemon::start(1);
+    let net = net_name();
+    d.ok(&["network", "create", &net, "--subnet", "10.57.8.0/24"]);
+    let mut holder = std::process::Command::new("unshare").args(["--net", "sleep", "60"]).spawn().unwrap();
+    let pid = holder.id().to_string();
+    let path = format!("/proc/{pid}/ns/net");
+    // unshare has entered its namespace once /proc says it differs from ours.
+    assert!(eventually(5, || std::fs::read_link(&path).ok() != std::fs::read_link("/proc/self/ns/net").ok()));
+    let e = d.json(&["network", "connect", &net, "--netns", &path]);
+    assert_eq!(e["sandbox"]["sandbox"], format!("pid-{pid}"), "{e}");
+    let inside = sh(&["nsenter", "-t", &pid, "-n", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(inside.contains("10.57.8.2/24"), "{inside}");
+    let ping = std::process::Command::new("nsenter").args(["-t", &pid, "-n", "ping", "-c1", "-W2", "10.57.8.1"]).output().unwrap();
+    assert!(ping.status.success(), "the gateway answers the process's namespace");
+    // The process ends: its namespace and the endpoint's interfaces go, the endpoint with them.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let gone = eventually(5, || d.json(&["network", "inspect", &net])[0]["endpoints"] == serde_json::json!([]));
+    assert!(gone, "{}", d.log());
+}

@@ -40,6 +40,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 }
 
 pub fn run(o: Options) -> Result<(), String> {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
             "the daemon must run as root: it opens AF_PACKET sockets and TAP devices (try: sudo vswitch daemon)".into(),
@@ -119,6 +120,7 @@ pub fn run(o: Options) -> Result<(), String> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Wait for a client; a signal or the timeout brings us back to check `stop`.
                 let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one live pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 200) };
             }
             Err(e) => warn!("accept: {e}"),

@@ -34,7 +34,7 @@ struct Bucket {
     slots: [AtomicU64; WAYS],
 }
 
-// Eight atomic words: all zeros is eight empty slots.
+// SAFETY: eight atomic words: all zeros is eight empty slots.
 unsafe impl Zeroable for Bucket {}
 
 /// What learning a source address did.
@@ -69,6 +69,7 @@ pub struct MacTable {
 #[inline(always)]
 fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch hint on a live reference: it reads nothing.
     unsafe {
         std::arch::x86_64::_mm_prefetch(p as *const T as *const i8, std::arch::x86_64::_MM_HINT_T0)
     };

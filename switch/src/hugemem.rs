@@ -10,7 +10,9 @@ use std::ptr::NonNull;
 /// # Safety
 /// Implement only for such types.
 pub unsafe trait Zeroable {}
+// SAFETY: an atomic integer of zero is a valid zero.
 unsafe impl Zeroable for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
 unsafe impl Zeroable for std::sync::atomic::AtomicU64 {}
 
 pub struct HugeArray<T> {
@@ -23,8 +25,9 @@ pub struct HugeArray<T> {
 
 const HUGE_PAGE: usize = 2 << 20;
 
-// Like Box<[T]>: it owns its elements.
+// SAFETY: like Box<[T]>, the array owns its elements.
 unsafe impl<T: Send> Send for HugeArray<T> {}
+// SAFETY: as above: shared access is access to the elements.
 unsafe impl<T: Sync> Sync for HugeArray<T> {}
 
 impl<T: Zeroable> HugeArray<T> {
@@ -34,6 +37,7 @@ impl<T: Zeroable> HugeArray<T> {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         // Huge pages need 2 MB-aligned addresses: map a little more and start at a boundary.
         let map_len = if bytes >= HUGE_PAGE { bytes + HUGE_PAGE } else { bytes };
+        // SAFETY: an anonymous private mapping; the result is checked.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -51,6 +55,7 @@ impl<T: Zeroable> HugeArray<T> {
         }
         let start = if bytes >= HUGE_PAGE { (map as usize).next_multiple_of(HUGE_PAGE) } else { map as usize };
         // Advice only: without huge pages the array still works.
+        // SAFETY: advice on a range inside our own mapping.
         unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
         HugeArray { ptr: NonNull::new(start as *mut T).expect("mmap gives non-null"), len, map, map_len }
     }
@@ -59,13 +64,14 @@ impl<T: Zeroable> HugeArray<T> {
 impl<T> Deref for HugeArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // Mapped, zero-initialised (valid for T: Zeroable) and owned for our lifetime.
+        // SAFETY: `ptr` points to `len` zero-initialised (valid, see Zeroable) elements we own.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T> Drop for HugeArray<T> {
     fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made, once.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len));
             libc::munmap(self.map, self.map_len);

@@ -18,6 +18,7 @@ fn main() {
         }
         cmd => {
             // Like any Unix tool: a closed pipe (`vswitch fdb blue | head`) ends us quietly.
+            // SAFETY: resets one signal's disposition before any thread starts.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             cli::run(&cli.socket, cmd)
         }

@@ -15,6 +15,7 @@ fn main() {
         eprintln!("usage: sendraw IFACE DST SRC ETHERTYPE(hex) COUNT SIZE [PAYLOAD-HEX]");
         exit(2);
     }
+    // SAFETY: a valid C string for the call.
     let ifindex = unsafe { libc::if_nametoindex(std::ffi::CString::new(a[1].as_str()).unwrap().as_ptr()) };
     if ifindex == 0 {
         eprintln!("no interface {}", a[1]);
@@ -33,11 +34,13 @@ fn main() {
         }
     }
     f.resize(size.max(14), 0);
+    // SAFETY: no pointers; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
         eprintln!("socket: {}", std::io::Error::last_os_error());
         exit(1);
     }
+    // SAFETY: sockaddr_ll is plain old data; all zeros is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_ifindex = ifindex as i32;
@@ -45,6 +48,7 @@ fn main() {
     let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
     for _ in 0..count {
         let addr = &sll as *const libc::sockaddr_ll as *const libc::sockaddr;
+        // SAFETY: `f` and `addr` are live for the call.
         let r = unsafe { libc::sendto(fd, f.as_ptr() as *const libc::c_void, f.len(), 0, addr, len) };
         if r < 0 {
             eprintln!("sendto: {}", std::io::Error::last_os_error());

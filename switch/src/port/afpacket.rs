@@ -20,85 +20,32 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-const SOL_PACKET: i32 = 263;
-const PACKET_ADD_MEMBERSHIP: i32 = 1;
-const PACKET_RX_RING: i32 = 5;
-const PACKET_COPY_THRESH: i32 = 7;
-const PACKET_AUXDATA: i32 = 8;
-const PACKET_VERSION: i32 = 10;
-const PACKET_TX_RING: i32 = 13;
-const PACKET_LOSS: i32 = 14;
-const PACKET_VNET_HDR: i32 = 15;
-const PACKET_FANOUT: i32 = 18;
-const PACKET_QDISC_BYPASS: i32 = 20;
-const PACKET_IGNORE_OUTGOING: i32 = 23;
-const PACKET_MR_PROMISC: u16 = 1;
-const TPACKET_V2: i32 = 1;
-const PACKET_FANOUT_HASH: u32 = 0;
-const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
-const PACKET_OUTGOING: u8 = 4;
-const ETH_P_ALL: u16 = 0x0003;
+use libc::{
+    tpacket2_hdr as Tpacket2Hdr, tpacket_auxdata as AuxData, tpacket_req as TpacketReq, ETH_P_ALL,
+    PACKET_ADD_MEMBERSHIP, PACKET_AUXDATA, PACKET_COPY_THRESH, PACKET_FANOUT, PACKET_FANOUT_FLAG_UNIQUEID,
+    PACKET_FANOUT_HASH, PACKET_IGNORE_OUTGOING, PACKET_LOSS, PACKET_MR_PROMISC, PACKET_OUTGOING, PACKET_QDISC_BYPASS,
+    PACKET_RX_RING, PACKET_TX_RING, PACKET_VERSION, PACKET_VNET_HDR, SOL_PACKET, TP_STATUS_AVAILABLE, TP_STATUS_COPY,
+    TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
+    TP_STATUS_WRONG_FORMAT,
+};
 
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-const TP_STATUS_COPY: u32 = 2;
-const TP_STATUS_VLAN_VALID: u32 = 0x10;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
-const TP_STATUS_AVAILABLE: u32 = 0;
-const TP_STATUS_SEND_REQUEST: u32 = 1;
-const TP_STATUS_WRONG_FORMAT: u32 = 4;
+const TPACKET_V2: i32 = libc::tpacket_versions::TPACKET_V2 as i32;
 
-/// `struct tpacket2_hdr`.
-#[repr(C)]
-struct Tpacket2Hdr {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_sec: u32,
-    tp_nsec: u32,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-    tp_padding: [u8; 4],
-}
 /// TPACKET_ALIGN(sizeof(tpacket2_hdr)): where sockaddr_ll starts in an RX slot and where
 /// frame data starts in a TX slot.
-const HDR_ALIGNED: usize = 32;
+const HDR_ALIGNED: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
+const _: () = assert!(HDR_ALIGNED == 32);
 /// Offset of sll_pkttype in the sockaddr_ll that follows the header.
-const PKTTYPE_OFF: usize = HDR_ALIGNED + 10;
+const PKTTYPE_OFF: usize = HDR_ALIGNED + std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
 
-/// `struct tpacket_auxdata`, the cmsg that carries the VLAN tag of a frame read by recvmsg.
-#[repr(C)]
-#[derive(Default)]
-struct AuxData {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
-
-#[repr(C)]
-struct TpacketReq {
-    block_size: u32,
-    block_nr: u32,
-    frame_size: u32,
-    frame_nr: u32,
-}
-
-impl TpacketReq {
-    /// A ring of `blocks` blocks of `block` bytes, cut into slots of `frame` bytes.
-    fn new(block: usize, blocks: usize, frame: usize) -> TpacketReq {
-        let n = |v: usize| v as u32;
-        TpacketReq {
-            block_size: n(block),
-            block_nr: n(blocks),
-            frame_size: n(frame),
-            frame_nr: n(block / frame * blocks),
-        }
+/// A ring of `blocks` blocks of `block` bytes, cut into slots of `frame` bytes.
+fn ring_req(block: usize, blocks: usize, frame: usize) -> TpacketReq {
+    let n = |v: usize| v as u32;
+    TpacketReq {
+        tp_block_size: n(block),
+        tp_block_nr: n(blocks),
+        tp_frame_size: n(frame),
+        tp_frame_nr: n(block / frame * blocks),
     }
 }
 
@@ -129,11 +76,13 @@ impl Ring {
     fn slot(&self, i: usize, block: usize) -> *mut u8 {
         let n = (self.head + i) % self.frames;
         let per_block = block / self.frame_size;
+        // SAFETY: the offset stays inside the ring's mapping (slot < frames, blocks laid out back to back).
         unsafe { self.base.add(n / per_block * block + n % per_block * self.frame_size) }
     }
 }
 
 fn status(slot: *mut u8) -> u32 {
+    // SAFETY: `slot` is a slot header inside the ring mapping; the kernel writes it concurrently, hence volatile.
     let s = unsafe { ptr::read_volatile(slot as *const u32) };
     fence(Ordering::Acquire);
     s
@@ -141,6 +90,7 @@ fn status(slot: *mut u8) -> u32 {
 
 fn set_status(slot: *mut u8, s: u32) {
     fence(Ordering::Release);
+    // SAFETY: as in `status`.
     unsafe { ptr::write_volatile(slot as *mut u32, s) };
 }
 
@@ -166,7 +116,7 @@ pub struct AfPacketQueue {
     tx_pending: usize,
 }
 
-// The rings are owned by this queue, and one worker thread owns the queue.
+// SAFETY: the rings are owned by this queue, and one worker thread owns the queue.
 unsafe impl Send for AfPacketQueue {}
 
 fn os_err(what: &str) -> io::Error {
@@ -175,18 +125,22 @@ fn os_err(what: &str) -> io::Error {
 }
 
 fn packet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(os_err("socket(AF_PACKET)"));
     }
+    // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn bind(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all zeros is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a live sockaddr_ll of the size we pass.
     let r = unsafe {
         libc::bind(
             fd.as_raw_fd(),
@@ -226,12 +180,13 @@ impl AfPacketQueue {
         setsockopt(&fd, SOL_PACKET, PACKET_COPY_THRESH, &one, "PACKET_COPY_THRESH")?;
         let rcvbuf: i32 = 32 << 20;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf, "SO_RCVBUFFORCE")?;
-        let rx_req = TpacketReq::new(RX_BLOCK, RX_BLOCKS, RX_FRAME);
+        let rx_req = ring_req(RX_BLOCK, RX_BLOCKS, RX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;
-        let tx_req = TpacketReq::new(TX_BLOCK, TX_BLOCKS, TX_FRAME);
+        let tx_req = ring_req(TX_BLOCK, TX_BLOCKS, TX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_TX_RING, &tx_req, "PACKET_TX_RING")?;
         let rx_len = RX_BLOCK * RX_BLOCKS;
         let map_len = rx_len + TX_BLOCK * TX_BLOCKS;
+        // SAFETY: maps the rings the kernel just set up on this socket; the result is checked.
         let map = unsafe {
             libc::mmap(
                 ptr::null_mut(),
@@ -252,14 +207,15 @@ impl AfPacketQueue {
             map,
             map_len,
             rx: Ring::new(map, RX_BLOCK, RX_BLOCKS, RX_FRAME),
+            // SAFETY: the TX ring starts right after the RX ring inside the one mapping.
             tx: Ring::new(unsafe { map.add(rx_len) }, TX_BLOCK, TX_BLOCKS, TX_FRAME),
             rx_held: 0,
             tx_pending: 0,
         };
-        bind(&q.fd, ifindex, ETH_P_ALL)?;
+        bind(&q.fd, ifindex, ETH_P_ALL as u16)?;
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex as i32,
-            mr_type: PACKET_MR_PROMISC,
+            mr_type: PACKET_MR_PROMISC as u16,
             mr_alen: 0,
             mr_address: [0; 8],
         };
@@ -285,6 +241,7 @@ impl AfPacketQueue {
                 setsockopt(&self.fd, SOL_PACKET, PACKET_FANOUT, &v, "PACKET_FANOUT(unique id)")?;
                 let mut got: u32 = 0;
                 let mut len = 4u32;
+                // SAFETY: `got` and `len` are live and sized for the u32 the kernel writes.
                 let r = unsafe {
                     libc::getsockopt(
                         self.fd.as_raw_fd(),
@@ -331,6 +288,7 @@ impl AfPacketQueue {
             // self` and so waits until every frame borrowed from it here is gone. Its header
             // and the sockaddr_ll after it lie inside the slot.
             let h = unsafe { &*(slot as *const Tpacket2Hdr) };
+            // SAFETY: sll_pkttype lies inside the slot (after the header, before the frame).
             let outgoing = unsafe { *slot.add(PKTTYPE_OFF) } == PACKET_OUTGOING;
             let tag = vlan_tag(st, h.tp_vlan_tci, h.tp_vlan_tpid);
             if st & TP_STATUS_COPY != 0 {
@@ -377,11 +335,13 @@ impl AfPacketQueue {
     fn recv_copy(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<[u8; 4]>)>> {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
         let mut cbuf = [0u64; 8];
+        // SAFETY: msghdr is plain old data; all zeros is valid.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // SAFETY: `msg` points at `iov` (into `buf`) and `cbuf`, alive for the call.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -392,6 +352,7 @@ impl AfPacketQueue {
             return Ok(None);
         }
         let mut tag = None;
+        // SAFETY: walking the control messages the kernel wrote into `cbuf`, with its macros.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
@@ -430,6 +391,7 @@ impl AfPacketQueue {
                 return Err(TxError::Full);
             }
         }
+        // SAFETY: the slot is ours (checked free) and holds header, virtio header and the frame: TX_FRAME is large enough (asserted) for RING_TX_MAX bytes.
         unsafe {
             let mut p = slot.add(HDR_ALIGNED);
             ptr::copy_nonoverlapping(vnet.0.as_ptr(), p, VNET_HDR_LEN);
@@ -452,9 +414,11 @@ impl AfPacketQueue {
         for (i, p) in parts.iter().enumerate() {
             iov[i + 1] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
         }
+        // SAFETY: msghdr is plain old data; all zeros is valid.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = parts.len() + 1;
+        // SAFETY: `msg` points at iovecs into `vnet` and `parts`, alive for the call.
         if unsafe { libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT) } < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -472,6 +436,7 @@ impl AfPacketQueue {
             return Ok(());
         }
         self.tx_pending = 0;
+        // SAFETY: a send with no data tells the kernel to transmit the ring's pending slots.
         let r = unsafe { libc::send(self.fd.as_raw_fd(), ptr::null(), 0, libc::MSG_DONTWAIT) };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -502,6 +467,7 @@ fn vlan_tag(status: u32, tci: u16, tpid: u16) -> Option<[u8; 4]> {
 
 impl Drop for AfPacketQueue {
     fn drop(&mut self) {
+        // SAFETY: unmaps exactly the rings `open` mapped, once.
         unsafe { libc::munmap(self.map as *mut libc::c_void, self.map_len) };
     }
 }

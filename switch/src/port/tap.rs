@@ -9,19 +9,15 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-const TUNSETIFF: libc::c_ulong = 0x400454ca;
-const TUNSETOFFLOAD: libc::c_ulong = 0x400454d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x400454d8;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-const TUN_F_CSUM: libc::c_ulong = 0x01;
-const TUN_F_TSO4: libc::c_ulong = 0x02;
-const TUN_F_TSO6: libc::c_ulong = 0x04;
-const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
-const TUN_F_USO4: libc::c_ulong = 0x20;
-const TUN_F_USO6: libc::c_ulong = 0x40;
+use libc::{TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
+
+// The ifreq flags field is a short; libc spells the flags as ints.
+const IFF_TAP: libc::c_short = libc::IFF_TAP as libc::c_short;
+const IFF_MULTI_QUEUE: libc::c_short = libc::IFF_MULTI_QUEUE as libc::c_short;
+const IFF_NO_PI: libc::c_short = libc::IFF_NO_PI as libc::c_short;
+const IFF_VNET_HDR: libc::c_short = libc::IFF_VNET_HDR as libc::c_short;
+const TUN_F_BASE: libc::c_ulong = (libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN) as _;
+const TUN_F_USO: libc::c_ulong = (libc::TUN_F_USO4 | libc::TUN_F_USO6) as _;
 
 pub struct TapQueue {
     fd: OwnedFd,
@@ -33,21 +29,26 @@ fn step_err(step: &str, name: &str) -> io::Error {
 }
 
 fn open_queue(name: &str, flags: libc::c_short) -> io::Result<OwnedFd> {
-    let path = CString::new("/dev/net/tun").unwrap();
+    let path = CString::new("/dev/net/tun").expect("no NUL");
+    // SAFETY: a valid C string; the result is checked.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(step_err("open /dev/net/tun", name));
     }
+    // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zeros is a valid empty request.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
     req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | flags;
+    // SAFETY: TUNSETIFF reads the ifreq we own (name and flags) from a /dev/net/tun descriptor.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &req) } < 0 {
         return Err(step_err("TUNSETIFF", name));
     }
     let hdr = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads the int we point to.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr) } < 0 {
         return Err(step_err("TUNSETVNETHDRSZ", name));
     }
@@ -87,11 +88,13 @@ pub fn open(name: &str, queues: usize) -> io::Result<OpenedTap> {
         }
         Err(e) => return Err(e),
     }
-    // The kernel may send us checksum-offloaded and TSO/USO frames: we pass them on whole.
-    let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    // The kernel may send us checksum-offloaded and TSO/USO frames: we pass them on whole
+    // (USO only where the kernel knows it).
     let fd0 = fds[0].as_raw_fd();
-    if unsafe { libc::ioctl(fd0, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6) } < 0
-        && unsafe { libc::ioctl(fd0, TUNSETOFFLOAD, base) } < 0
+    // SAFETY: TUNSETOFFLOAD takes the flags by value on a TAP descriptor we hold.
+    if unsafe { libc::ioctl(fd0, TUNSETOFFLOAD, TUN_F_BASE | TUN_F_USO) } < 0
+        // SAFETY: as above.
+        && unsafe { libc::ioctl(fd0, TUNSETOFFLOAD, TUN_F_BASE) } < 0
     {
         return Err(step_err("TUNSETOFFLOAD", name));
     }
@@ -141,6 +144,7 @@ impl TapQueue {
         for (i, p) in parts.iter().enumerate() {
             iov[i + 1] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
         }
+        // SAFETY: the iovecs point into `vnet` and `parts`, alive for the call.
         let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), parts.len() as i32 + 1) };
         if r < 0 {
             let e = io::Error::last_os_error();

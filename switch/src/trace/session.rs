@@ -88,11 +88,13 @@ fn answer(mut conn: &UnixStream, r: &Response) {
 /// SCHED_IDLE for this thread, or back to the normal policy.
 pub fn idle_priority(idle: bool) {
     let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    // SAFETY: changes this thread's policy; the sched_param lives for the call.
     unsafe { libc::sched_setscheduler(0, policy, &libc::sched_param { sched_priority: 0 }) };
 }
 
 /// Wait up to `ms` for the client to write or hang up.
 fn client_spoke(conn: &UnixStream, ms: i32) -> bool {
     let mut pfd = libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one live pollfd.
     unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
