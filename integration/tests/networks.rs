@@ -182,7 +182,10 @@ fn a_process_namespace_by_path_and_its_end() {
     assert_eq!(e["sandbox"]["sandbox"], format!("pid-{pid}"), "{e}");
     let inside = sh(&["nsenter", "-t", &pid, "-n", "ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(inside.contains("10.57.8.2/24"), "{inside}");
-    let ping = std::process::Command::new("nsenter").args(["-t", &pid, "-n", "ping", "-c1", "-W2", "10.57.8.1"]).output().unwrap();
+    let ping = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ping", "-c1", "-W2", "10.57.8.1"])
+        .output()
+        .unwrap();
     assert!(ping.status.success(), "the gateway answers the process's namespace");
     // The process ends: its namespace and the endpoint's interfaces go, the endpoint with them.
     let _ = holder.kill();

@@ -25,7 +25,9 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
     let mut resp = String::new();
     BufReader::new(s).read_line(&mut resp).map_err(|e| format!("reading from the daemon: {e}"))?;
     if resp.is_empty() {
-        return Err("the daemon closed the connection without answering".into());
+        return Err("the daemon closed the connection without answering: the command may or may not have \
+                    taken effect (check with: vswitch network ls, vswitch ps)"
+            .into());
     }
     match serde_json::from_str(&resp).map_err(|e| format!("bad answer from the daemon: {e}"))? {
         Response::Ok(v) => Ok(v),

@@ -66,6 +66,8 @@ struct DryRun<'a> {
     taught: RefCell<HashMap<MacAddr, PortId>>,
     /// MACs the frames would add (not moves): they count against the cap.
     new: Cell<usize>,
+    /// The ingress port's quota of MACs, if it has one.
+    quota: Option<u32>,
 }
 
 impl Table for DryRun<'_> {
@@ -77,6 +79,7 @@ impl Table for DryRun<'_> {
             Some((p, false)) if p == port => return Learn::Known,
             Some(_) => Learn::Moved,
             None if self.live.learned() + self.new.get() >= self.max_learned => return Learn::OverLimit,
+            None if self.quota.is_some_and(|q| self.live.learned_on(port) >= q) => return Learn::OverQuota,
             None => {
                 self.new.set(self.new.get() + 1);
                 Learn::New
@@ -131,6 +134,7 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
         max_learned: net.max_learned,
         taught: RefCell::new(HashMap::new()),
         new: Cell::new(0),
+        quota: Some(net.pipeline.table().quota_of(in_port)).filter(|&q| q != 0),
     };
     let name = |id: PortId| match id {
         GATEWAY_PORT => "gateway".to_string(),
@@ -189,7 +193,6 @@ fn say(note: Note, name: &impl Fn(PortId) -> String, len: usize, in_port: &str) 
     match note {
         Note::Dropped(why) => format!("drop: {}", drop_text(why, len)),
         Note::Learned(src, l) => learned(l, src, in_port),
-        Note::GroupSource(src) => format!("source {src} is a group address: not learned"),
         Note::Found(dst, p) => format!("{dst} is on port {}", name(p)),
         Note::Unknown(dst) => format!("{dst} is not in the MAC table: flood"),
         Note::Group(dst) => format!("{dst} is a group address: flood"),
@@ -213,6 +216,7 @@ fn learned(l: Learn, src: MacAddr, port: &str) -> String {
         Learn::Moved => format!("source {src} moves to {port} (it was on another port)"),
         Learn::Static => format!("source {src} has a static entry: not moved"),
         Learn::OverLimit => format!("source {src} not learned: the network's MAC table is at its cap"),
+        Learn::OverQuota => format!("source {src} not learned: {port} has as many MACs as its quota allows"),
         Learn::BucketFull => format!("source {src} not learned: no room in its bucket"),
     }
 }
@@ -223,6 +227,8 @@ fn drop_text(why: DropReason, len: usize) -> String {
         DropReason::Oversize => format!("oversize ({len} bytes, more than the port's largest frame)"),
         DropReason::LinkLocal => "IEEE 802.1D link-local destination (01:80:c2:00:00:0x) is never forwarded".into(),
         DropReason::SamePort => "the destination is on the port the frame came in on".into(),
+        DropReason::PortQuota => "a new source MAC past its port's quota (port security)".into(),
+        DropReason::BadSource => "the source MAC is a group address or all zeros: no station sends from it".into(),
         DropReason::Isolated => "addressed to another network: networks are isolated from each other".into(),
         DropReason::NoRoute => "addressed beyond the gateway: no route to the outside (no uplink)".into(),
         other => other.name().into(),

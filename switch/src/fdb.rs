@@ -23,6 +23,8 @@ pub const MAX_PORT_ID: PortId = 0x7ffe;
 /// The port id of a network's gateway, the switch's own host on it (see pipeline::gateway):
 /// the gateway's MAC is a static entry for this port in every network's table.
 pub const GATEWAY_PORT: PortId = 0x7fff;
+/// Port ids there can be, for arrays indexed by them.
+const PORTS: usize = GATEWAY_PORT as usize + 1;
 const STATIC_BIT: u64 = 1 << 15;
 const PORT_MASK: u64 = 0x7fff;
 const WAYS: usize = 8;
@@ -49,6 +51,8 @@ pub enum Learn {
     Static,
     /// Over the network's cap on learned entries: not learned, the frame is flooded instead.
     OverLimit,
+    /// Over its port's quota of MACs (port security): not learned, the frame is dropped.
+    OverQuota,
     /// The MAC's bucket is full of other entries.
     BucketFull,
 }
@@ -62,8 +66,14 @@ pub struct MacTable {
     seed: u64,
     learned: AtomicUsize,
     max_learned: usize,
+    /// Per port: entries learned on it, and the most it may have (0: no quota). Indexed by
+    /// port id; pages are only taken for the ports there are.
+    port_learned: HugeArray<AtomicU32>,
+    port_quota: HugeArray<AtomicU32>,
     pub over_limit: AtomicU64,
     pub bucket_full: AtomicU64,
+    /// New MACs refused because their port was at its quota.
+    pub over_quota: AtomicU64,
 }
 
 #[inline(always)]
@@ -98,9 +108,46 @@ impl MacTable {
             seed: RandomState::new().hash_one(0x5eed_u64) | 1,
             learned: AtomicUsize::new(0),
             max_learned,
+            port_learned: HugeArray::zeroed(PORTS),
+            port_quota: HugeArray::zeroed(PORTS),
             over_limit: AtomicU64::new(0),
             bucket_full: AtomicU64::new(0),
+            over_quota: AtomicU64::new(0),
         }
+    }
+
+    /// At most `quota` MACs learned on `port` (0: no limit): port security, so one port
+    /// cannot fill the table.
+    pub fn set_port_quota(&self, port: PortId, quota: u32) {
+        self.port_quota[port as usize].store(quota, Relaxed);
+    }
+
+    /// The quota of MACs of `port` (0: none).
+    pub fn quota_of(&self, port: PortId) -> u32 {
+        self.port_quota[port as usize].load(Relaxed)
+    }
+
+    /// Entries learned on `port`.
+    pub fn learned_on(&self, port: PortId) -> u32 {
+        self.port_learned[port as usize].load(Relaxed)
+    }
+
+    /// Whether `port` may learn one more MAC; counts the refusal if not.
+    #[inline]
+    fn port_has_room(&self, port: PortId) -> bool {
+        let q = self.port_quota[port as usize].load(Relaxed);
+        if q != 0 && self.port_learned[port as usize].load(Relaxed) >= q {
+            self.over_quota.fetch_add(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A learned entry (word `w`) left the table.
+    #[inline]
+    fn forget(&self, w: u64) {
+        self.learned.fetch_sub(1, Relaxed);
+        self.port_learned[(w & PORT_MASK) as usize].fetch_sub(1, Relaxed);
     }
 
     #[inline]
@@ -176,16 +223,27 @@ impl MacTable {
             if w == want {
                 return Learn::Known;
             }
+            if !self.port_has_room(port) {
+                return Learn::OverQuota;
+            }
             return match slot.compare_exchange(w, want, Relaxed, Relaxed) {
-                Ok(_) => Learn::Moved,
+                Ok(_) => {
+                    self.port_learned[(w & PORT_MASK) as usize].fetch_sub(1, Relaxed);
+                    self.port_learned[port as usize].fetch_add(1, Relaxed);
+                    Learn::Moved
+                }
                 Err(_) => Learn::Known, // another worker just rewrote it; either answer is fresh
             };
+        }
+        if !self.port_has_room(port) {
+            return Learn::OverQuota;
         }
         if self.learned.fetch_add(1, Relaxed) >= self.max_learned {
             self.learned.fetch_sub(1, Relaxed);
             self.over_limit.fetch_add(1, Relaxed);
             return Learn::OverLimit;
         }
+        self.port_learned[port as usize].fetch_add(1, Relaxed);
         for (i, slot) in b.slots.iter().enumerate() {
             if slot.load(Relaxed) == 0 {
                 self.seen[bi * WAYS + i].store(now, Relaxed);
@@ -198,7 +256,7 @@ impl MacTable {
                 }
             }
         }
-        self.learned.fetch_sub(1, Relaxed);
+        self.forget(want);
         self.bucket_full.fetch_add(1, Relaxed);
         Learn::BucketFull
     }
@@ -214,7 +272,7 @@ impl MacTable {
         let keep = copies().find(|&j| words[j] & STATIC_BIT != 0).or_else(|| copies().next())?;
         for j in copies().filter(|&j| j != keep && words[j] & STATIC_BIT == 0) {
             if b.slots[j].compare_exchange(words[j], 0, SeqCst, Relaxed).is_ok() {
-                self.learned.fetch_sub(1, Relaxed);
+                self.forget(words[j]);
             }
         }
         Some(keep)
@@ -245,7 +303,7 @@ impl MacTable {
             let w = slot.load(Relaxed);
             if w != 0 && w >> 16 == key && slot.compare_exchange(w, 0, Relaxed, Relaxed).is_ok() {
                 if w & STATIC_BIT == 0 {
-                    self.learned.fetch_sub(1, Relaxed);
+                    self.forget(w);
                 }
                 found = true;
             }
@@ -264,7 +322,7 @@ impl MacTable {
                     && slot.compare_exchange(w, 0, Relaxed, Relaxed).is_ok()
                 {
                     if w & STATIC_BIT == 0 {
-                        self.learned.fetch_sub(1, Relaxed);
+                        self.forget(w);
                     }
                     n += 1;
                 }
@@ -384,6 +442,24 @@ mod tests {
         assert_eq!(t.over_limit.load(Relaxed) + t.bucket_full.load(Relaxed), 900);
         // Known MACs still refresh past the cap.
         assert_eq!(t.learn(mac(0), 1, 5), Learn::Known);
+    }
+
+    #[test]
+    fn a_port_quota_holds_and_frees_as_entries_go() {
+        let t = MacTable::new(1024);
+        t.set_port_quota(1, 2);
+        assert_eq!(t.learn(mac(1), 1, 0), Learn::New);
+        assert_eq!(t.learn(mac(2), 1, 0), Learn::New);
+        assert_eq!(t.learn(mac(3), 1, 0), Learn::OverQuota);
+        assert_eq!(t.learn(mac(1), 1, 0), Learn::Known, "known MACs still refresh");
+        assert_eq!(t.learn(mac(3), 2, 0), Learn::New, "other ports are not limited");
+        assert_eq!(t.learn(mac(3), 1, 0), Learn::OverQuota, "nor may a MAC move onto a full port");
+        assert_eq!((t.learned_on(1), t.over_quota.load(Relaxed)), (2, 2));
+        assert!(t.remove(mac(1)));
+        assert_eq!(t.learn(mac(3), 1, 0), Learn::Moved);
+        assert_eq!((t.learned_on(1), t.learned_on(2)), (2, 0));
+        assert_eq!(t.age(1000, 300), 2);
+        assert_eq!(t.learned_on(1), 0);
     }
 
     #[test]

@@ -32,7 +32,8 @@ unsafe impl<T: Sync> Sync for HugeArray<T> {}
 
 impl<T: Zeroable> HugeArray<T> {
     /// `len` zeroed elements. The kernel backs the mapping with 2 MB pages where it can
-    /// (MADV_HUGEPAGE); it is zero-filled either way.
+    /// (MADV_HUGEPAGE); it is zero-filled either way, and memory is only taken as pages are
+    /// first written (a MAC table costs what it holds, not what it could hold).
     pub fn zeroed(len: usize) -> HugeArray<T> {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         // Huge pages need 2 MB-aligned addresses: map a little more and start at a boundary.
@@ -43,9 +44,7 @@ impl<T: Zeroable> HugeArray<T> {
                 std::ptr::null_mut(),
                 map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // A small array is faulted in now (no huge pages to wait for): its first
-                // writes on the hot path must not each take a page fault.
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if bytes < HUGE_PAGE { libc::MAP_POPULATE } else { 0 },
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )

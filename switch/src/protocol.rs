@@ -113,6 +113,8 @@ pub struct CreateNetwork {
     pub options: BTreeMap<String, String>,
     pub aging_secs: Option<u32>,
     pub max_learned: Option<usize>,
+    #[serde(default)]
+    pub max_learned_per_port: Option<u32>,
 }
 
 /// What an endpoint is given on a network.
@@ -123,6 +125,9 @@ pub struct EndpointOptions {
     pub mac: Option<MacAddr>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// This port's quota of learned MACs [default: the network's].
+    #[serde(default)]
+    pub max_learned: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -199,6 +204,9 @@ pub struct NetworkDetail {
     pub learned_macs: usize,
     /// Source MACs flooded, not learned, because the cap was reached.
     pub not_learned_over_cap: u64,
+    /// Frames from new MACs dropped because their port was at its quota.
+    #[serde(default)]
+    pub dropped_over_port_quota: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

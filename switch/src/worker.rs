@@ -289,7 +289,12 @@ impl Worker {
         let mut failed = Vec::new();
         for (i, pfd) in self.pollfds.iter().enumerate().skip(1) {
             if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                failed.push((self.readers[i - 1], socket_error(pfd.fd)));
+                // Reading the error clears it; a link that went down comes back up.
+                match socket_error(pfd.fd) {
+                    Some(e) if crate::port::transient(&e) => {}
+                    Some(e) => failed.push((self.readers[i - 1], e.to_string())),
+                    None => failed.push((self.readers[i - 1], "interface went away (poll reported an error)".into())),
+                }
             }
         }
         for (port, err) in failed {
@@ -526,19 +531,16 @@ impl Sink for Out<'_> {
     }
 }
 
-/// The pending error of a socket (SO_ERROR), as text, for the fault log line.
-fn socket_error(fd: i32) -> String {
+/// The pending error of a socket (SO_ERROR, which clears it); None when there is none to
+/// read (not a socket: a TAP device that went away).
+fn socket_error(fd: i32) -> Option<std::io::Error> {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err` and `len` are live and sized for SO_ERROR's int.
     let r = unsafe {
         libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len)
     };
-    if r == 0 && err != 0 {
-        std::io::Error::from_raw_os_error(err).to_string()
-    } else {
-        "interface went away (poll reported an error)".into()
-    }
+    (r == 0).then(|| std::io::Error::from_raw_os_error(err))
 }
 
 #[cfg(test)]

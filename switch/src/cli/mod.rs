@@ -188,11 +188,20 @@ pub struct EndpointArgs {
     /// Another name the endpoint answers to on this network (repeatable).
     #[arg(long = "alias", value_name = "NAME")]
     aliases: Vec<String>,
+    /// Port security: at most N MACs learned on this port [default: the network's].
+    #[arg(long = "max-learned", value_name = "N")]
+    max_learned: Option<u32>,
 }
 
 impl EndpointArgs {
     fn options(self) -> EndpointOptions {
-        EndpointOptions { ip: self.ip, ip6: self.ip6, mac: self.mac, aliases: self.aliases }
+        EndpointOptions {
+            ip: self.ip,
+            ip6: self.ip6,
+            mac: self.mac,
+            aliases: self.aliases,
+            max_learned: self.max_learned,
+        }
     }
 }
 
@@ -257,6 +266,10 @@ pub enum NetworkCmd {
         /// Cap on learned MACs; past it new MACs are flooded, not learned [default: 65536].
         #[arg(long, value_name = "N")]
         max_learned: Option<usize>,
+        /// Port security: at most N MACs learned on each port; frames from more are dropped
+        /// (and counted as port_quota) [default: no limit].
+        #[arg(long, value_name = "N")]
+        max_learned_per_port: Option<u32>,
         #[command(flatten)]
         json: Json,
     },
@@ -411,6 +424,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                 options,
                 aging_time,
                 max_learned,
+                max_learned_per_port,
                 json,
             } => {
                 let mut opts = BTreeMap::new();
@@ -431,6 +445,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                     options: opts,
                     aging_secs: aging_time,
                     max_learned,
+                    max_learned_per_port,
                 };
                 let v = rpc(Request::NetworkCreate(c))?;
                 if json.json {
@@ -641,6 +656,9 @@ fn print_detail(d: &NetworkDetail) {
         "MACs:        {} learned (cap {}, {} not learned over the cap)",
         d.learned_macs, b.max_learned, d.not_learned_over_cap
     );
+    if let Some(q) = b.max_learned_per_port {
+        println!("Port quota:  {q} MACs per port ({} frames dropped over it)", d.dropped_over_port_quota);
+    }
     println!("Endpoints:");
     if n.endpoints.is_empty() {
         println!("  (none)");

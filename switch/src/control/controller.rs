@@ -92,6 +92,8 @@ pub struct Controller {
     next_port_id: PortId,
     /// Where the search for a free network id starts.
     next_net_id: NetId,
+    /// The state changed (the world forced it) but could not be saved yet.
+    unsaved: bool,
 }
 
 fn json<T: Serialize>(v: T) -> Result<Value> {
@@ -143,9 +145,21 @@ impl Controller {
             traces: Vec::new(),
             next_port_id: 1,
             next_net_id: 0,
+            unsaved: false,
         };
         // What restoring removes is cleaned up (links, namespaces) once the state is saved.
         let mut tx = Tx { next: st.clone(), undo: vec![], then: vec![] };
+        // References that dangle in a hand-edited file are repaired, with a word.
+        for n in &mut tx.next.networks {
+            let ports: Vec<String> = n.endpoints.iter().map(|e| e.name.clone()).collect();
+            n.static_macs.retain(|m| {
+                let ok = ports.contains(&m.port);
+                if !ok {
+                    warn!(network = %n.name, "static entry {} dropped: its port {} is not on the network", m.mac, m.port);
+                }
+                ok
+            });
+        }
         for sb in &st.sandboxes {
             let owned_ns = matches!(sb.mode, NetMode::Networks | NetMode::None);
             let gone = match (&sb.netns, owned_ns || sb.owned) {
@@ -210,7 +224,9 @@ impl Controller {
                 }
                 info!(network = %net.name, ports = n.endpoints.len(), "network restored");
                 // The network is up again: endpoints learn the gateway's MAC at once.
-                c.dp.announce(c.nets[&net.name].id);
+                if let Some(l) = c.nets.get(&net.name) {
+                    c.dp.announce(l.id);
+                }
             }
         }
         if c.st != st {
@@ -282,6 +298,11 @@ impl Controller {
         let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));
         let ifindex = opened.ifindex;
         let Some(net) = self.nets.get(&network) else { return };
+        // Port security: the endpoint's own quota, else the network's (0: none).
+        let quota = self.st.network(&network).map_or(0, |n| {
+            n.endpoint(&name).and_then(|e| e.max_learned).or(n.bridge().max_learned_per_port).unwrap_or(0)
+        });
+        net.pipeline.table().set_port_quota(id, quota);
         self.dp.add_port(id, net.id, opened, &shared);
         info!(network = %network, port = %name, kind = kind.name(), id, created, "port attached");
         self.ports.insert(name, LivePort { id, network, kind, shared, ifindex });
@@ -292,6 +313,7 @@ impl Controller {
             self.dp.remove_port(p.id);
             if let Some(n) = self.nets.get(&p.network) {
                 n.pipeline.table().flush_port(p.id);
+                n.pipeline.table().set_port_quota(p.id, 0);
             }
             info!(network = %p.network, port = name, "port detached");
         }
@@ -309,6 +331,7 @@ impl Controller {
             self.undo(tx.undo);
             return Err(e); // ports opened for it close as `tx.then` drops
         }
+        self.unsaved = false;
         self.st = tx.next;
         self.apply(tx.then);
         Ok(())
@@ -370,6 +393,11 @@ impl Controller {
 
     fn network(&self, name: &str) -> Result<&Network> {
         self.st.network(name).ok_or_else(|| Error::NoNetwork(name.into()))
+    }
+
+    /// A network's live side. Every saved network has one; if not, say so, never panic.
+    fn live(&self, name: &str) -> Result<&LiveNet> {
+        self.nets.get(name).ok_or_else(|| Error::NoNetwork(name.into()))
     }
 
     pub fn handle(&mut self, req: Request) -> std::result::Result<Value, String> {
@@ -457,6 +485,9 @@ impl Controller {
         if !(1..=1 << 24).contains(&max_learned) {
             return Err(Error::invalid("--max-learned must be between 1 and 16777216"));
         }
+        if c.max_learned_per_port == Some(0) {
+            return Err(Error::invalid("--max-learned-per-port must be at least 1"));
+        }
         for (name, _) in &c.aux_addresses {
             if name.is_empty() {
                 return Err(Error::invalid("--aux-address takes name=IP"));
@@ -482,6 +513,7 @@ impl Controller {
                 max_learned,
                 mtu,
                 gateway_mac: ipam::random_mac(),
+                max_learned_per_port: c.max_learned_per_port,
                 inhibit_ipv4,
             }),
             endpoints: vec![],
@@ -497,17 +529,18 @@ impl Controller {
         json(net)
     }
 
-    fn detail(&self, n: &Network) -> NetworkDetail {
-        let t = self.nets[&n.name].pipeline.table();
-        NetworkDetail {
+    fn detail(&self, n: &Network) -> Result<NetworkDetail> {
+        let t = self.live(&n.name)?.pipeline.table();
+        Ok(NetworkDetail {
             network: n.clone(),
             learned_macs: t.learned(),
             not_learned_over_cap: t.over_limit.load(std::sync::atomic::Ordering::Relaxed),
-        }
+            dropped_over_port_quota: t.over_quota.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     fn inspect(&self, names: &[String]) -> Result<Value> {
-        let v = names.iter().map(|n| self.network(n).map(|n| self.detail(n))).collect::<Result<Vec<_>>>()?;
+        let v = names.iter().map(|n| self.network(n).and_then(|n| self.detail(n))).collect::<Result<Vec<_>>>()?;
         json(v)
     }
 
@@ -581,7 +614,16 @@ impl Controller {
                 .sys
                 .open_port(iface, kind, c.dp.workers())
                 .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
-            let ep = Endpoint { name: iface.into(), kind, mac, ipv4, ipv6, created_tap: opened.created, sandbox: None };
+            let ep = Endpoint {
+                name: iface.into(),
+                kind,
+                mac,
+                ipv4,
+                ipv6,
+                created_tap: opened.created,
+                sandbox: None,
+                max_learned: o.max_learned,
+            };
             tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
             let p = NewPort { id, name: iface.into(), network: network.into(), kind, opened };
             tx.then.push(Step::AttachPort(Box::new(p)));
@@ -713,6 +755,7 @@ impl Controller {
                 aliases: o.aliases.clone(),
                 default_route: first,
             }),
+            max_learned: o.max_learned,
         };
         tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
         let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
@@ -918,7 +961,8 @@ impl Controller {
         self.network(network)?;
         let names = self.port_names();
         let now = clock::now();
-        let v: Vec<FdbEntry> = self.nets[network]
+        let v: Vec<FdbEntry> = self
+            .live(network)?
             .pipeline
             .table()
             .entries()
@@ -945,7 +989,7 @@ impl Controller {
             return Err(Error::invalid(format!("{mac} is the network's gateway")));
         }
         let id = self.ports.get(port).ok_or_else(|| Error::NoPort(port.into()))?.id;
-        let table = self.nets[network].pipeline.table().clone();
+        let table = self.live(network)?.pipeline.table().clone();
         let before = table.get(mac);
         table.add_static(mac, id).map_err(Error::Invalid)?;
         let saved = self.transact(|_, tx| {
@@ -969,7 +1013,7 @@ impl Controller {
         if mac == net.bridge().gateway_mac {
             return Err(Error::invalid(format!("{mac} is the network's gateway: it stays")));
         }
-        let table = self.nets[network].pipeline.table().clone();
+        let table = self.live(network)?.pipeline.table().clone();
         let is_static = net.static_macs.iter().any(|m| m.mac == mac);
         if !is_static && table.lookup(mac).is_none() {
             return Err(Error::invalid(format!("no entry for {mac} in network {network}")));
@@ -1040,9 +1084,9 @@ impl Controller {
         let (select, mut names) = match &r.network {
             Some(n) if r.ports.is_empty() => {
                 let names = self.network(n)?.endpoints.iter().map(|e| e.name.clone()).collect();
-                (Select::Network(self.nets[n].id), names)
+                (Select::Network(self.live(n)?.id), names)
             }
-            _ => (Select::Ports(r.ports.iter().map(|p| self.ports[p].id).collect()), r.ports.clone()),
+            _ => (Select::Ports(r.ports.iter().filter_map(|p| Some(self.ports.get(p)?.id)).collect()), r.ports.clone()),
         };
         names.sort();
         let t = Arc::new(Tracer::new(select, filter, r.snaplen as usize, r.queue));
@@ -1102,7 +1146,7 @@ impl Controller {
         );
         let view = NetView {
             name: &n.name,
-            pipeline: &self.nets[&n.name].pipeline,
+            pipeline: &self.live(&n.name)?.pipeline,
             routes: &routes,
             max_learned: n.bridge().max_learned,
             ports,
@@ -1119,8 +1163,17 @@ impl Controller {
 
     // ---- housekeeping ----------------------------------------------------------------------
 
-    /// Once a second: age MAC tables.
+    /// Once a second: age MAC tables, save a state the world changed if that failed before.
     pub fn tick(&mut self) {
+        if self.unsaved {
+            match self.dir.save(&self.st) {
+                Ok(()) => {
+                    info!("state saved");
+                    self.unsaved = false;
+                }
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
         let now = clock::now();
         for n in &self.st.networks {
             if let Some(l) = self.nets.get(&n.name) {
@@ -1160,14 +1213,45 @@ impl Controller {
     }
 
     /// A worker reported a port broken.
+    ///
+    /// An interface is removed only on the kernel's word (a link event): a port whose
+    /// interface is still there is opened again, one that is gone waits for that word (reading
+    /// the interface's index can fail for other reasons: no file descriptor left, say). A TAP
+    /// port has no such word in our namespace (it may live in another): it goes at once.
     pub fn fault(&mut self, f: Fault) {
-        if let Some(name) = self.ports.iter().find(|(_, p)| p.id == f.port).map(|(n, _)| n.clone()) {
-            self.remove_faulted(&name, &f.error);
+        let Some((name, kind, ifindex)) =
+            self.ports.iter().find(|(_, p)| p.id == f.port).map(|(n, p)| (n.clone(), p.kind, p.ifindex))
+        else {
+            return;
+        };
+        if kind == PortKind::Tap {
+            return self.remove_faulted(&name, &f.error);
+        }
+        if ifindex.is_some() && self.sys.ifindex(&name) == ifindex {
+            warn!(port = %name, "port failed ({}); its interface is still there: opening it again", f.error);
+            self.reopen(&name);
+        } else {
+            warn!(port = %name, "port failed ({}); it goes when the kernel says its interface is gone", f.error);
+        }
+    }
+
+    /// Close a port's queues and open them again, under a new id (its state stays).
+    fn reopen(&mut self, name: &str) {
+        let Some(p) = self.ports.get(name) else { return };
+        let (network, kind) = (p.network.clone(), p.kind);
+        self.detach(name);
+        let opened = self.free_port_id().and_then(|id| {
+            let o = self.sys.open_port(name, kind, self.dp.workers());
+            Ok((id, o.map_err(|e| Error::Attach { iface: name.into(), source: e })?))
+        });
+        match opened {
+            Ok((id, opened)) => self.attach(NewPort { id, name: name.into(), network, kind, opened }),
+            Err(e) => self.remove_faulted(name, &e.to_string()),
         }
     }
 
     fn remove_faulted(&mut self, name: &str, why: &str) {
-        let Some(network) = self.ports.get(name).map(|p| p.network.clone()) else { return };
+        let Some(network) = self.st.attached(name).map(|n| n.name.clone()) else { return self.detach(name) };
         let sandbox = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| e.sandbox.clone());
         match &sandbox {
             Some(s) => warn!(network = %network, port = name, sandbox = %s.sandbox,
@@ -1176,10 +1260,14 @@ impl Controller {
         }
         let mut tx = self.begin();
         self.remove_endpoint_in(&mut tx, &network, name);
-        if let Err(e) = self.commit(tx) {
-            error!("{e}");
-            self.detach(name);
+        // The world changed whether or not it can be saved: the state follows it, and is
+        // saved again each second until that works.
+        if let Err(e) = self.dir.save(&tx.next) {
+            error!("{e}; saving again each second");
+            self.unsaved = true;
         }
+        self.st = tx.next;
+        self.apply(tx.then);
     }
 
     pub fn faults(&self) -> crossbeam_channel::Receiver<Fault> {

@@ -262,6 +262,7 @@ mod tests {
                 max_learned: 10,
                 mtu: 1500,
                 gateway_mac: random_mac(),
+                max_learned_per_port: None,
                 inhibit_ipv4: false,
             }),
             endpoints: vec![],
@@ -334,6 +335,7 @@ mod tests {
                 mac: mac_for(Some(ip), None),
                 created_tap: false,
                 sandbox: None,
+                max_learned: None,
             });
         }
         assert_eq!(got, ["10.9.0.2", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);

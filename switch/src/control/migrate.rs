@@ -71,6 +71,7 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                 max_learned: n.max_learned,
                 mtu: super::state::DEFAULT_MTU,
                 gateway_mac: super::ipam::random_mac(),
+                max_learned_per_port: None,
                 inhibit_ipv4: false,
             }),
             endpoints: n
@@ -84,6 +85,7 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                     ipv6: None,
                     created_tap: e.created_tap,
                     sandbox: None,
+                    max_learned: None,
                 })
                 .collect(),
             static_macs: n.static_macs,

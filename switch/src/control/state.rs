@@ -15,6 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT_VERSION: u32 = 2;
@@ -77,6 +78,10 @@ pub struct BridgeOptions {
     pub mtu: u32,
     /// The gateway's MAC, the switch's own on this network.
     pub gateway_mac: MacAddr,
+    /// Port security: at most this many MACs learned on each port (an endpoint may have its
+    /// own quota).
+    #[serde(default)]
+    pub max_learned_per_port: Option<u32>,
     /// The switch does not take the IPv4 gateway address (Docker's
     /// `com.docker.network.bridge.inhibit_ipv4`): another port of the network holds it.
     #[serde(default)]
@@ -101,6 +106,9 @@ pub struct Endpoint {
     /// The endpoint's other end is inside a sandbox the switch set up.
     #[serde(default)]
     pub sandbox: Option<SandboxLink>,
+    /// This port's quota of learned MACs, instead of the network's.
+    #[serde(default)]
+    pub max_learned: Option<u32>,
 }
 
 /// Where an endpoint's interface sits inside its sandbox.
@@ -235,6 +243,68 @@ impl State {
     }
 }
 
+impl State {
+    /// What a hand-edited file might get wrong that would otherwise surface as a panic or an
+    /// allocation abort later: the same limits `network create` enforces, and no name twice.
+    /// (References that merely dangle, a static MAC on a port that is gone, are repaired at
+    /// start instead.)
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        let mut ports = std::collections::HashSet::new();
+        for n in &self.networks {
+            let valid_name = n.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && n.name.len() <= 64
+                && n.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !valid_name {
+                return Err(format!("network name '{}' is not a valid name", n.name));
+            }
+            if !names.insert(&n.name) {
+                return Err(format!("network {} is listed twice", n.name));
+            }
+            if n.id.is_empty() || !n.id.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("network {} has id '{}', not a hex id", n.name, n.id));
+            }
+            let b = n.bridge();
+            if b.aging_secs == 0 {
+                return Err(format!("network {}: aging_secs is 0 (at least 1)", n.name));
+            }
+            if !(1..=1 << 24).contains(&b.max_learned) {
+                return Err(format!("network {}: max_learned is {} (1 to 16777216)", n.name, b.max_learned));
+            }
+            if !(68..=65535).contains(&b.mtu) {
+                return Err(format!("network {}: mtu is {} (68 to 65535)", n.name, b.mtu));
+            }
+            if b.max_learned_per_port == Some(0) || b.gateway_mac.is_multicast() {
+                return Err(format!("network {}: max_learned_per_port 0 or a group gateway MAC", n.name));
+            }
+            let mut families = std::collections::HashSet::new();
+            for sub in &n.ipam {
+                if !families.insert(sub.subnet.addr().is_ipv4()) {
+                    return Err(format!("network {} has two subnets of one family", n.name));
+                }
+                if !sub.subnet.contains(&sub.gateway) || !sub.subnet.contains(&sub.ip_range.network()) {
+                    return Err(format!("network {}: gateway or ip_range outside subnet {}", n.name, sub.subnet));
+                }
+            }
+            for e in &n.endpoints {
+                if crate::netdev::check_ifname(&e.name).is_err() {
+                    return Err(format!("network {}: '{}' is not an interface name", n.name, e.name));
+                }
+                if !ports.insert(&e.name) {
+                    return Err(format!("port {} is listed twice", e.name));
+                }
+            }
+        }
+        let mut sandboxes = std::collections::HashSet::new();
+        for sb in &self.sandboxes {
+            if !sandboxes.insert(&sb.name) {
+                return Err(format!("sandbox {} is listed twice", sb.name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The state directory: `state.json` and a lock that keeps a second daemon out.
 pub struct StateDir {
     dir: PathBuf,
@@ -242,14 +312,30 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// Open (and make, 0700) the state directory. Whatever the umask, nobody but root can
+    /// read it, write it or plant a link in it.
     pub fn open(dir: &Path) -> Result<StateDir> {
-        fs::create_dir_all(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| Error::StateDir(format!("cannot create state directory {}: {e}", dir.display())))?;
+        let meta = fs::symlink_metadata(dir).map_err(|e| Error::StateDir(format!("{}: {e}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::StateDir(format!("state directory {} is not a directory", dir.display())));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), "state directory was open to others: made 0700");
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::StateDir(format!("cannot restrict {}: {e}", dir.display())))?;
+        }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| Error::StateDir(format!("cannot open {}: {e}", lock_path.display())))?;
         // SAFETY: flock on a descriptor we hold for the daemon's life.
@@ -284,11 +370,21 @@ impl StateDir {
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         match version as u32 {
-            FORMAT_VERSION => serde_json::from_value(value).map_err(|e| corrupt(e.to_string())),
+            FORMAT_VERSION => {
+                let st: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+                st.validate().map_err(|e| {
+                    Error::StateDir(format!(
+                        "state file {} is invalid: {e}; it was left untouched: repair it, or move it aside to start with no networks",
+                        path.display()
+                    ))
+                })?;
+                Ok(st)
+            }
             1 => {
                 let st = migrate::from_v1(value).map_err(|e| corrupt(format!("as format version 1: {e}")))?;
                 let kept = self.dir.join("state.v1.json");
-                fs::write(&kept, &text).map_err(|e| Error::StateDir(format!("cannot keep {}: {e}", kept.display())))?;
+                write_new(&kept, text.as_bytes())
+                    .map_err(|e| Error::StateDir(format!("cannot keep {}: {e}", kept.display())))?;
                 self.save(&st)?;
                 tracing::info!(kept = %kept.display(), "state file migrated from format version 1");
                 Ok(st)
@@ -306,13 +402,25 @@ impl StateDir {
         let fail =
             |what: &str, e: std::io::Error| Error::Save(format!("cannot save state ({what} {}): {e}", tmp.display()));
         let text = serde_json::to_vec_pretty(st).expect("state serializes");
-        let mut f = File::create(&tmp).map_err(|e| fail("create", e))?;
-        f.write_all(&text).map_err(|e| fail("write", e))?;
-        f.sync_all().map_err(|e| fail("fsync", e))?;
+        write_new(&tmp, &text).map_err(|e| fail("write", e))?;
         fs::rename(&tmp, &path).map_err(|e| fail("rename", e))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| fail("fsync dir of", e))?;
         Ok(())
     }
+}
+
+/// Write `bytes` to a new file at `path` (0600, fsync'd). Whatever is at `path` goes first
+/// (a symlink itself, never what it points to), and the file is created with O_EXCL and
+/// O_NOFOLLOW: nothing planted there can redirect the write.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -323,7 +431,7 @@ pub(crate) mod tests {
         let mut st = State::new();
         st.networks.push(Network {
             name: "blue".into(),
-            id: "abc".into(),
+            id: "abcdef".into(),
             created: 1,
             internal: false,
             ipam: vec![Subnet {
@@ -337,6 +445,7 @@ pub(crate) mod tests {
                 max_learned: 100,
                 mtu: 1500,
                 gateway_mac: "02:42:00:00:00:01".parse().unwrap(),
+                max_learned_per_port: None,
                 inhibit_ipv4: false,
             }),
             endpoints: vec![Endpoint {
@@ -347,6 +456,7 @@ pub(crate) mod tests {
                 mac: "02:42:ac:12:00:02".parse().unwrap(),
                 created_tap: false,
                 sandbox: None,
+                max_learned: None,
             }],
             static_macs: vec![],
         });
@@ -381,6 +491,48 @@ pub(crate) mod tests {
         std::fs::write(d.path().join("state.json"), r#"{"version": 9, "networks": []}"#).unwrap();
         let sd = StateDir::open(d.path()).unwrap();
         assert!(sd.load().unwrap_err().to_string().contains("format version 9"));
+    }
+
+    #[test]
+    fn files_are_private_and_a_planted_link_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("state.json.tmp")).unwrap();
+        let sd = StateDir::open(&dir).unwrap();
+        sd.save(&sample()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&sd.path())), (0o700, 0o600));
+    }
+
+    #[test]
+    fn hand_edits_that_would_break_the_daemon_are_refused() {
+        let bad = |f: &dyn Fn(&mut State)| {
+            let mut st = sample();
+            f(&mut st);
+            st.validate().unwrap_err()
+        };
+        assert!(bad(&|s| s.networks[0].id = "".into()).contains("not a hex id"));
+        assert!(bad(&|s| s.networks.push(s.networks[0].clone())).contains("listed twice"));
+        let opts = |s: &mut State| match &mut s.networks[0].driver {
+            DriverOptions::Bridge(b) => b.max_learned = 1 << 40,
+        };
+        assert!(bad(&opts).contains("max_learned"));
+        let aging = |s: &mut State| match &mut s.networks[0].driver {
+            DriverOptions::Bridge(b) => b.aging_secs = 0,
+        };
+        assert!(bad(&aging).contains("aging_secs"));
+        assert!(sample().validate().is_ok());
+        let d = tempfile::tempdir().unwrap();
+        let mut st = sample();
+        st.networks[0].id = "".into();
+        std::fs::write(d.path().join("state.json"), serde_json::to_string(&st).unwrap()).unwrap();
+        let e = StateDir::open(d.path()).unwrap().load().unwrap_err().to_string();
+        assert!(e.contains("is invalid") && e.contains("left untouched"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! classify: is this a frame the switch can take at all? Runts, frames over the ingress
-//! port's MTU and frames the kernel truncated stop here; the rest go on with their Ethernet
-//! addresses read once, through smoltcp's typed view.
+//! port's MTU, frames the kernel truncated and frames from a group or all-zero source MAC
+//! stop here; the rest go on with their Ethernet addresses read once, through smoltcp's
+//! typed view.
 
 use super::{Action, DropReason, FrameCx, Note, Observe};
 use crate::mac::MacAddr;
@@ -28,7 +29,11 @@ pub fn run<'a, O: Observe>(cx: &FrameCx<'_, 'a>, obs: &mut O) -> ControlFlow<Act
         match EthernetFrame::new_checked(f.data()) {
             Ok(frame) => {
                 let (dst, src) = (MacAddr(frame.dst_addr().0), MacAddr(frame.src_addr().0));
-                return ControlFlow::Continue(Eth { dst, src, frame });
+                if src.is_multicast() || src == MacAddr::default() {
+                    DropReason::BadSource
+                } else {
+                    return ControlFlow::Continue(Eth { dst, src, frame });
+                }
             }
             Err(_) => DropReason::Runt,
         }

@@ -55,6 +55,11 @@ pub enum DropReason {
     Oversize,
     /// classify: the kernel truncated the frame (no room to copy it whole).
     Truncated,
+    /// classify: the source MAC is a group address or all zeros (no station sends from
+    /// one); the Linux bridge drops these too.
+    BadSource,
+    /// learn: a new source MAC past its port's quota (port security).
+    PortQuota,
     /// lookup: IEEE 802.1D link-local destination (STP, LACP, LLDP...): never forwarded.
     LinkLocal,
     /// lookup: unicast to a MAC learned on the port it came in on.
@@ -72,10 +77,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::Truncated,
+        DropReason::BadSource,
+        DropReason::PortQuota,
         DropReason::LinkLocal,
         DropReason::SamePort,
         DropReason::Isolated,
@@ -91,6 +98,8 @@ impl DropReason {
             DropReason::Runt => "runt",
             DropReason::Oversize => "oversize",
             DropReason::Truncated => "truncated",
+            DropReason::BadSource => "bad_source",
+            DropReason::PortQuota => "port_quota",
             DropReason::LinkLocal => "link_local",
             DropReason::SamePort => "same_port",
             DropReason::Isolated => "isolated",
@@ -104,7 +113,8 @@ impl DropReason {
     /// The stage that drops for this reason.
     pub fn stage(self) -> &'static str {
         match self {
-            DropReason::Runt | DropReason::Oversize | DropReason::Truncated => classify::NAME,
+            DropReason::Runt | DropReason::Oversize | DropReason::Truncated | DropReason::BadSource => classify::NAME,
+            DropReason::PortQuota => learn::NAME,
             DropReason::LinkLocal | DropReason::SamePort => lookup::NAME,
             DropReason::Isolated | DropReason::NoRoute | DropReason::GatewayBusy => gateway::NAME,
             DropReason::TooBigForEgress | DropReason::TxError => egress::NAME,
@@ -119,8 +129,6 @@ pub enum Note {
     Dropped(DropReason),
     /// learn: what learning the source did.
     Learned(MacAddr, Learn),
-    /// learn: a group source address is never learned.
-    GroupSource(MacAddr),
     /// lookup: the destination is on this port.
     Found(MacAddr, PortId),
     /// lookup: the destination is not in the table: flood.
@@ -250,7 +258,7 @@ impl Bridge {
     fn run<T: Table, O: Observe>(&self, table: &T, env: &Env, cx: &FrameCx, obs: &mut O) -> Action {
         let mut steps = || -> ControlFlow<Action, Action> {
             let eth = classify::run(cx, obs)?;
-            learn::run(table, cx, &eth, obs);
+            learn::run(table, cx, &eth, obs)?;
             let action = lookup::run(table, cx, &eth, obs)?;
             match &self.gateway {
                 Some(gw) => gateway::run(gw, env.routes, cx, &eth, action, obs),
@@ -338,10 +346,13 @@ mod tests {
     }
 
     #[test]
-    fn group_sources_are_not_learned() {
+    fn group_and_zero_sources_are_dropped_unlearned() {
         let p = bridge(None);
-        let (_, notes) = run(&p, &Routes::default(), 1, &frame(B, "01:00:5e:00:00:01"));
-        assert!(notes.contains(&("learn", Note::GroupSource("01:00:5e:00:00:01".parse().unwrap()))));
+        for src in ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"] {
+            let (a, notes) = run(&p, &Routes::default(), 1, &frame(B, src));
+            assert_eq!(a, Action::Drop(DropReason::BadSource), "{src}");
+            assert_eq!(notes, [("classify", Note::Dropped(DropReason::BadSource))]);
+        }
         assert_eq!(p.table().learned(), 0);
     }
 
@@ -357,7 +368,7 @@ mod tests {
         assert_eq!(a, Action::Drop(DropReason::Runt));
         assert_eq!(notes, [("classify", Note::Dropped(DropReason::Runt))]);
         for why in DropReason::ALL {
-            assert!(["classify", "lookup", "gateway", "egress"].contains(&why.stage()));
+            assert!(["classify", "learn", "lookup", "gateway", "egress"].contains(&why.stage()));
         }
     }
 }

@@ -345,7 +345,7 @@ impl AfPacketQueue {
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+            return if super::transient(&e) { Ok(None) } else { Err(e) };
         }
         let n = n as usize;
         if n > buf.len() || n < VNET_HDR_LEN {
@@ -423,7 +423,7 @@ impl AfPacketQueue {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EMSGSIZE)
-                | Some(libc::EINVAL) => Err(TxError::Full),
+                | Some(libc::ENETDOWN) | Some(libc::EINVAL) => Err(TxError::Full),
                 _ => Err(TxError::Fault(e)),
             };
         }
@@ -441,7 +441,8 @@ impl AfPacketQueue {
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => Ok(()),
+                // The link is down: the frames wait in the ring until it is up again.
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::ENETDOWN) => Ok(()),
                 _ => Err(TxError::Fault(e)),
             };
         }

@@ -102,6 +102,20 @@ pub fn recycle<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
     v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
+/// An error a port recovers from by itself: its link is down (it comes back up, as a
+/// bridge port does), or a buffer is full for now. Anything else means the port is broken.
+pub fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(0)
+            | Some(libc::ENETDOWN)
+            | Some(libc::EAGAIN)
+            | Some(libc::ENOBUFS)
+            | Some(libc::EINTR)
+            | Some(libc::ENOMEM)
+    )
+}
+
 pub enum TxError {
     /// No room right now (ring full, device busy): the frame is dropped and counted.
     Full,

@@ -123,7 +123,7 @@ impl TapQueue {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(()),
+                    _ if super::transient(&e) => Ok(()),
                     _ => Err(e),
                 };
             }

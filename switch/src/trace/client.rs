@@ -32,29 +32,44 @@ pub struct Summary {
 
 pub fn run(socket: &Path, o: Options) -> Result<Summary, String> {
     let to_stdout = o.output == "-";
-    // Opened (so an unwritable path fails before anything starts) but not truncated: if the
-    // daemon refuses the trace, a file that was there is left as it was, and only a file
-    // this run created is removed.
-    let existed = to_stdout || Path::new(&o.output).exists();
-    let file = if to_stdout {
-        None
-    } else {
-        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&o.output);
-        Some(f.map_err(|e| format!("cannot write {}: {e}", o.output))?)
-    };
+    // Opened before anything starts (an unwritable path fails at once), and safely: a trace
+    // run as root never follows a symlink someone planted, and never truncates a file it did
+    // not create. A pipe or a device that is there already (a FIFO Wireshark reads) is fine.
+    let (file, existed) = if to_stdout { (None, true) } else { open_capture(&o.output)? };
     let result = trace(socket, &o, || match file {
         None => Ok(Box::new(std::io::stdout().lock()) as Box<dyn Write>),
-        Some(f) => {
-            if f.metadata().is_ok_and(|m| m.is_file()) {
-                f.set_len(0).map_err(|e| format!("cannot write {}: {e}", o.output))?;
-            }
-            Ok(Box::new(f))
-        }
+        Some(f) => Ok(Box::new(f)),
     });
     if result.as_ref().is_err_and(|(started, _)| !started) && !existed {
         let _ = std::fs::remove_file(&o.output); // the trace never started: leave nothing behind
     }
     result.map_err(|(_, e)| e)
+}
+
+/// Open the capture file: created new, or an existing pipe or device; never through a
+/// symlink, never an existing regular file. Returns it and whether it was there before.
+fn open_capture(path: &str) -> Result<(Option<std::fs::File>, bool), String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let shown = |e: std::io::Error| format!("cannot write {path}: {e}");
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(format!("{path} is a symbolic link: a trace writes only to a file of its own (give the real path)"))
+        }
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() => {
+            let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(shown)?;
+            Ok((Some(f), true))
+        }
+        Ok(_) => Err(format!("{path} exists: a trace never overwrites a file (remove it, or choose another name)")),
+        Err(_) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(shown)?;
+            Ok((Some(f), false))
+        }
+    }
 }
 
 /// The trace itself; on error, also whether it had started.

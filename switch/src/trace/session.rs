@@ -15,7 +15,7 @@ use std::sync::Mutex;
 const BURST: usize = 512;
 
 pub fn run(conn: &UnixStream, ctl: &Mutex<Controller>, req: &TraceRequest) {
-    let started = ctl.lock().unwrap().start_trace(req);
+    let started = crate::daemon::lock(ctl).start_trace(req);
     let (tracer, ports) = match started {
         Ok(s) => s,
         Err(e) => return answer(conn, &Response::Error(e)),
@@ -44,7 +44,7 @@ pub fn run(conn: &UnixStream, ctl: &Mutex<Controller>, req: &TraceRequest) {
         }
     })();
     idle_priority(false);
-    ctl.lock().unwrap().stop_trace(&tracer);
+    crate::daemon::lock(ctl).stop_trace(&tracer);
     if streamed.is_err() {
         return; // the client is gone
     }
@@ -71,7 +71,7 @@ impl Streamer<'_> {
     fn send(&mut self, r: &Record) -> io::Result<()> {
         if self.announced.insert(r.port) {
             idle_priority(false);
-            let name = self.ctl.lock().unwrap().port_name(r.port).unwrap_or_else(|| format!("port{}", r.port));
+            let name = crate::daemon::lock(self.ctl).port_name(r.port).unwrap_or_else(|| format!("port{}", r.port));
             idle_priority(true);
             stream::write_port(&mut self.out, r.port, &name)?;
         }

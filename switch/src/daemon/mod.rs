@@ -1,20 +1,19 @@
 //! The switch process: loads the state, starts the workers, serves the CLI on a Unix socket,
 //! ages tables and handles port faults, and stops cleanly on SIGTERM/SIGINT.
 
+mod socket;
+
 use crate::control::netlink::LinkEvents;
 use crate::control::state::StateDir;
 use crate::control::system::Real;
 use crate::control::Controller;
 use crate::dataplane::Dataplane;
-use crate::protocol::{Request, Response};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 pub struct Options {
@@ -23,10 +22,15 @@ pub struct Options {
     pub workers: usize,
 }
 
-/// Bind the control socket, refusing if a live daemon already answers on it.
+/// Bind the control socket, refusing if a live daemon already answers on it. Its directory
+/// is made 0700 and the daemon runs under umask 077: nobody else can race us to it.
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -49,6 +53,10 @@ pub fn run(o: Options) -> Result<(), String> {
     if o.workers == 0 {
         return Err("--workers must be at least 1".into());
     }
+    // Everything the daemon creates (state, socket, logs) is its own, whatever umask it was
+    // started with.
+    // SAFETY: umask takes a mode and cannot fail.
+    unsafe { libc::umask(0o077) };
     let dir = StateDir::open(&o.state_dir).map_err(|e| e.to_string())?;
     let st = dir.load().map_err(|e| e.to_string())?;
     let listener = bind_socket(&o.socket)?;
@@ -66,7 +74,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let (stopping, stopped) = crossbeam_channel::bounded::<()>(0);
     let housekeeping = {
         let ctl = ctl.clone();
-        let faults = ctl.lock().unwrap().faults();
+        let faults = lock(&ctl).faults();
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn(move || {
@@ -74,12 +82,12 @@ pub fn run(o: Options) -> Result<(), String> {
                 loop {
                     let wait = next_tick.saturating_duration_since(std::time::Instant::now());
                     crossbeam_channel::select! {
-                        recv(faults) -> f => if let Ok(f) = f { ctl.lock().unwrap().fault(f) },
+                        recv(faults) -> f => if let Ok(f) = f { lock(&ctl).fault(f) },
                         recv(stopped) -> _ => return,
                         default(wait) => {}
                     }
                     if std::time::Instant::now() >= next_tick {
-                        ctl.lock().unwrap().tick();
+                        lock(&ctl).tick();
                         next_tick += Duration::from_secs(1);
                     }
                 }
@@ -97,7 +105,7 @@ pub fn run(o: Options) -> Result<(), String> {
                     match links.next(100) {
                         Ok(events) => {
                             for ev in events {
-                                ctl.lock().unwrap().link_event(ev);
+                                lock(&ctl).link_event(ev);
                             }
                         }
                         Err(e) => {
@@ -110,54 +118,44 @@ pub fn run(o: Options) -> Result<(), String> {
             .map_err(|e| e.to_string())?
     };
 
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                let ctl = ctl.clone();
-                let _ = std::thread::Builder::new().name("client".into()).spawn(move || serve(conn, &ctl));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Wait for a client; a signal or the timeout brings us back to check `stop`.
-                let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one live pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 200) };
-            }
-            Err(e) => warn!("accept: {e}"),
-        }
+    if let Err(e) = socket::serve(listener, ctl.clone(), &stop) {
+        error!("the control socket failed: {e}");
     }
+    stop.store(true, Ordering::Relaxed);
     info!("stopping");
     drop(stopping);
     let _ = housekeeping.join();
     let _ = link_watch.join();
-    ctl.lock().unwrap().shutdown();
+    lock(&ctl).shutdown();
     let _ = std::fs::remove_file(&o.socket);
     info!("stopped");
     Ok(())
 }
 
-/// Answer the requests of one CLI connection, one JSON line each.
-fn serve(conn: UnixStream, ctl: &Mutex<Controller>) {
-    let _ = conn.set_nonblocking(false);
-    let Ok(mut out) = conn.try_clone() else { return };
-    for line in BufReader::new(conn).lines() {
-        let Ok(line) = line else { return };
-        let resp = match serde_json::from_str::<Request>(&line) {
-            // A trace keeps the connection to itself until it ends.
-            Ok(Request::Trace(t)) => return crate::trace::session::run(&out, ctl, &t),
-            Ok(req) => match ctl.lock().unwrap().handle(req) {
-                Ok(v) => Response::Ok(v),
-                Err(e) => Response::Error(e),
-            },
-            Err(e) => {
-                error!("bad request: {e}");
-                Response::Error(format!("bad request: {e}"))
-            }
-        };
-        let mut text = serde_json::to_string(&resp).expect("responses serialize");
-        text.push('\n');
-        if out.write_all(text.as_bytes()).is_err() {
-            return;
+/// The controller, whatever happened before: a panic while it was held (caught and answered
+/// in `socket::handle`) must not poison it into a dead control plane.
+pub fn lock(ctl: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
+    ctl.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A log line for a repeated error at most every ten seconds, with how many it stands for.
+pub struct RateLimited {
+    what: &'static str,
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    pub fn new(what: &'static str) -> RateLimited {
+        RateLimited { what, last: None, count: 0 }
+    }
+
+    pub fn note(&mut self, error: &str) {
+        self.count += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            warn!("{}: {error} ({} time(s) since the last such line)", self.what, self.count);
+            self.last = Some(Instant::now());
+            self.count = 0;
         }
     }
 }
