@@ -129,6 +129,8 @@ pub struct Worker {
     actions: Vec<Action>,
     bufs: WorkerBuffers,
     pollfds: Vec<libc::pollfd>,
+    /// When the kernel's drop counters were last read (`clock::now` seconds).
+    stats_at: u32,
 }
 
 /// What a worker sends with: its queue of every port, the traces, and the faults seen.
@@ -165,6 +167,7 @@ impl Worker {
             actions: Vec::with_capacity(BATCH),
             bufs: WorkerBuffers::new(BATCH),
             pollfds: Vec::new(),
+            stats_at: 0,
         };
         w.rebuild_readers(); // the waker is in the poll set from the start
         w
@@ -195,6 +198,11 @@ impl Worker {
     pub fn pass(&mut self) -> Option<usize> {
         if !self.apply_commands() {
             return None;
+        }
+        let now = clock::now();
+        if now != self.stats_at {
+            self.stats_at = now;
+            self.count_overruns();
         }
         let mut work = self.gateway_frames()?;
         // By index, re-checking the length: a port that fails mid-pass leaves `readers`.
@@ -260,6 +268,16 @@ impl Worker {
             Cmd::Stop => return false,
         }
         true
+    }
+
+    /// Once a second: what the kernel dropped on the rings this worker reads.
+    fn count_overruns(&mut self) {
+        for p in self.tx.ports.iter().flatten().filter(|p| p.rx && !p.failed) {
+            let n = p.queue.take_drops();
+            if n > 0 {
+                bump(&p.shared.stats.worker(self.index).drops[DropReason::RxOverrun as usize], n);
+            }
+        }
     }
 
     fn rebuild_readers(&mut self) {

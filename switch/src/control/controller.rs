@@ -37,6 +37,8 @@ struct LiveNet {
     pipeline: Pipeline,
     /// The gateway's counters.
     gateway: Arc<PortShared>,
+    /// When the table is next swept for old entries (`clock::now` seconds).
+    next_sweep: u32,
 }
 
 struct LivePort {
@@ -46,6 +48,8 @@ struct LivePort {
     shared: Arc<PortShared>,
     /// AF_PACKET ports: the interface index we bound to (a new index means a new interface).
     ifindex: Option<u32>,
+    /// TAP ports: the device's tx_dropped when last read (frames it had no room to queue for us).
+    tap_dropped: Option<u64>,
 }
 
 /// A port opened and waiting for its state to be saved.
@@ -262,7 +266,7 @@ impl Controller {
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, max_frame_for_mtu(b.mtu)));
         let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize };
         self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
-        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared });
+        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared, next_sweep: 0 });
         self.publish_routes();
     }
 
@@ -295,7 +299,8 @@ impl Controller {
     fn attach(&mut self, p: NewPort) {
         let NewPort { id, name, network, kind, opened } = p;
         let created = opened.created;
-        let shared = Arc::new(PortShared::new(self.dp.workers(), opened.max_frame));
+        // A slot per worker, and one for the control plane (TAP overruns, read each second).
+        let shared = Arc::new(PortShared::new(self.dp.workers() + 1, opened.max_frame));
         let ifindex = opened.ifindex;
         let Some(net) = self.nets.get(&network) else { return };
         // Port security: the endpoint's own quota, else the network's (0: none).
@@ -305,7 +310,8 @@ impl Controller {
         net.pipeline.table().set_port_quota(id, quota);
         self.dp.add_port(id, net.id, opened, &shared);
         info!(network = %network, port = %name, kind = kind.name(), id, created, "port attached");
-        self.ports.insert(name, LivePort { id, network, kind, shared, ifindex });
+        let tap_dropped = (kind == PortKind::Tap).then(|| tap_tx_dropped(&name)).flatten();
+        self.ports.insert(name, LivePort { id, network, kind, shared, ifindex, tap_dropped });
     }
 
     fn detach(&mut self, name: &str) {
@@ -1163,8 +1169,18 @@ impl Controller {
 
     // ---- housekeeping ----------------------------------------------------------------------
 
-    /// Once a second: age MAC tables, save a state the world changed if that failed before.
+    /// Once a second: age MAC tables, count TAP overruns, save a state the world changed if
+    /// that failed before.
     pub fn tick(&mut self) {
+        let slot = self.dp.workers();
+        for (name, p) in self.ports.iter_mut().filter(|(_, p)| p.kind == PortKind::Tap) {
+            let Some(now) = tap_tx_dropped(name) else { continue }; // moved to another namespace
+            let before = p.tap_dropped.replace(now).unwrap_or(now);
+            if now > before {
+                let c = &p.shared.stats.worker(slot).drops[crate::pipeline::DropReason::RxOverrun as usize];
+                crate::stats::bump(c, now - before);
+            }
+        }
         if self.unsaved {
             match self.dir.save(&self.st) {
                 Ok(()) => {
@@ -1174,10 +1190,17 @@ impl Controller {
                 Err(e) => tracing::debug!("{e}"),
             }
         }
+        // A table is swept for old entries every eighth of its aging time (at most every
+        // 30 s), and only if it learned anything: an idle host with many networks does not
+        // read them all every second. Entries live at most an eighth longer than asked.
         let now = clock::now();
         for n in &self.st.networks {
-            if let Some(l) = self.nets.get(&n.name) {
-                l.pipeline.table().age(now, n.bridge().aging_secs);
+            let aging = n.bridge().aging_secs;
+            if let Some(l) = self.nets.get_mut(&n.name) {
+                if now >= l.next_sweep && l.pipeline.table().learned() > 0 {
+                    l.pipeline.table().age(now, aging);
+                    l.next_sweep = now + (aging / 8).clamp(1, 30);
+                }
             }
         }
     }
@@ -1199,10 +1222,16 @@ impl Controller {
                 }
             }
             LinkEvent::Lost => {
+                // Events were lost: ask the kernel for every link, and go by its answer only
+                // (a failed question, out of descriptors say, removes nothing).
+                let links = match self.sys.links() {
+                    Ok(l) => l,
+                    Err(e) => return warn!("link events were lost and the links cannot be listed: {e}"),
+                };
                 let gone: Vec<String> = self
                     .ports
                     .iter()
-                    .filter(|(name, p)| p.ifindex.is_some() && self.sys.ifindex(name) != p.ifindex)
+                    .filter(|(name, p)| p.ifindex.is_some_and(|i| !links.iter().any(|(n, x)| n == *name && *x == i)))
                     .map(|(name, _)| name.clone())
                     .collect();
                 for name in gone {
@@ -1279,6 +1308,12 @@ impl Controller {
     pub fn shutdown(&mut self) {
         self.dp.stop();
     }
+}
+
+/// A TAP device's tx_dropped (frames the kernel could not queue for the switch), if the
+/// device is in this namespace.
+fn tap_tx_dropped(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/tx_dropped")).ok()?.trim().parse().ok()
 }
 
 /// The first 12 characters of an id, as Docker shows them.

@@ -51,6 +51,8 @@ pub trait System: Send {
     fn stop_process(&mut self, p: Process);
     /// The interfaces inside a namespace (a new endpoint's name must not meet one).
     fn netns_links(&self, netns: &Path) -> Result<Vec<String>>;
+    /// Every interface of the daemon's namespace: name and index, as the kernel lists them.
+    fn links(&self) -> Result<Vec<(String, u32)>>;
 }
 
 /// The real machine.
@@ -159,6 +161,12 @@ impl System for Real {
                 unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
             }
         });
+    }
+
+    fn links(&self) -> Result<Vec<(String, u32)>> {
+        let mut r = Rtnl::open().map_err(|e| Error::netlink("a netlink socket", e))?;
+        let links = r.links().map_err(|e| Error::netlink("the interfaces", e))?;
+        Ok(links.into_iter().map(|l| (l.name, l.index)).collect())
     }
 
     fn netns_links(&self, netns: &Path) -> Result<Vec<String>> {
@@ -279,6 +287,9 @@ pub mod fake {
             None
         }
         fn stop_process(&mut self, _p: Process) {}
+        fn links(&self) -> Result<Vec<(String, u32)>> {
+            Ok(self.0.lock().unwrap().links.iter().map(|(n, i)| (n.clone(), *i)).collect())
+        }
         fn netns_links(&self, netns: &Path) -> Result<Vec<String>> {
             let w = self.0.lock().unwrap();
             if !w.namespaces.contains(netns) {

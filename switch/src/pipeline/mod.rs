@@ -49,6 +49,9 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum DropReason {
+    /// port: the kernel dropped frames before the switch read them (its receive ring or the
+    /// TAP's queue was full). Counted from the kernel's statistics, once a second.
+    RxOverrun,
     /// classify: shorter than an Ethernet header.
     Runt,
     /// classify: longer than the ingress port's MTU allows (and not a GSO super-frame).
@@ -77,7 +80,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
+        DropReason::RxOverrun,
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::Truncated,
@@ -95,6 +99,7 @@ impl DropReason {
     /// The counter's name in `stats` and `explain`.
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::RxOverrun => "rx_overrun",
             DropReason::Runt => "runt",
             DropReason::Oversize => "oversize",
             DropReason::Truncated => "truncated",
@@ -113,6 +118,7 @@ impl DropReason {
     /// The stage that drops for this reason.
     pub fn stage(self) -> &'static str {
         match self {
+            DropReason::RxOverrun => "port",
             DropReason::Runt | DropReason::Oversize | DropReason::Truncated | DropReason::BadSource => classify::NAME,
             DropReason::PortQuota => learn::NAME,
             DropReason::LinkLocal | DropReason::SamePort => lookup::NAME,
@@ -368,7 +374,7 @@ mod tests {
         assert_eq!(a, Action::Drop(DropReason::Runt));
         assert_eq!(notes, [("classify", Note::Dropped(DropReason::Runt))]);
         for why in DropReason::ALL {
-            assert!(["classify", "learn", "lookup", "gateway", "egress"].contains(&why.stage()));
+            assert!(["port", "classify", "learn", "lookup", "gateway", "egress"].contains(&why.stage()));
         }
     }
 }

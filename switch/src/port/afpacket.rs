@@ -49,15 +49,29 @@ fn ring_req(block: usize, blocks: usize, frame: usize) -> TpacketReq {
     }
 }
 
-// RX: 2048 slots of 2 KB (an MTU-1500 frame plus headers fits; bigger ones take the copy path).
+// Ring memory is the kernel's, pinned, and paid per port per worker: it is what decides how
+// many ports a host can have. RX: slots of 2 KB (an MTU-1500 frame plus headers fits; bigger
+// ones take the copy path), 2 MB per port shared out among the workers' sockets (fanout
+// splits the traffic the same way), at least 512 KB (256 slots) each. TX: 256 slots of 2 KB
+// per socket, a batch of 64 fits four times; bigger frames take sendmsg.
 const RX_FRAME: usize = 2048;
 const RX_BLOCK: usize = 1 << 18;
-const RX_BLOCKS: usize = 16;
-// TX: 1024 slots of 8 KB (small frames only: big ones take sendmsg).
-const TX_FRAME: usize = 8192;
+const RX_BLOCKS_PER_PORT: usize = 8;
+const RX_MIN_BLOCKS: usize = 2;
+const TX_FRAME: usize = 2048;
 const TX_BLOCK: usize = 1 << 18;
-const TX_BLOCKS: usize = 32;
+const TX_BLOCKS: usize = 2;
 const _: () = assert!(TX_FRAME >= HDR_ALIGNED + VNET_HDR_LEN + RING_TX_MAX);
+
+/// The RX ring blocks of each of a port's `workers` sockets.
+pub fn rx_blocks(workers: usize) -> usize {
+    (RX_BLOCKS_PER_PORT / workers.max(1)).max(RX_MIN_BLOCKS)
+}
+
+/// Ring memory one port costs with `workers` workers, in bytes.
+pub fn ring_bytes(workers: usize) -> usize {
+    workers * (rx_blocks(workers) * RX_BLOCK + TX_BLOCKS * TX_BLOCK)
+}
 
 struct Ring {
     base: *mut u8,
@@ -101,7 +115,7 @@ pub struct Fanout {
 }
 
 /// Frames above this many bytes go out by sendmsg, not through the TX ring.
-const RING_TX_MAX: usize = 4096;
+const RING_TX_MAX: usize = TX_FRAME - HDR_ALIGNED - VNET_HDR_LEN;
 
 pub struct AfPacketQueue {
     fd: OwnedFd,
@@ -166,7 +180,7 @@ fn direct_socket(ifindex: u32) -> io::Result<OwnedFd> {
 
 impl AfPacketQueue {
     /// Open a queue on interface `ifindex`; with `fanout`, join the port's fanout group.
-    pub fn open(ifindex: u32, fanout: Option<&mut Fanout>) -> io::Result<AfPacketQueue> {
+    pub fn open(ifindex: u32, fanout: Option<&mut Fanout>, rx_blocks: usize) -> io::Result<AfPacketQueue> {
         let fd = packet_socket()?;
         let one: i32 = 1;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
@@ -180,11 +194,11 @@ impl AfPacketQueue {
         setsockopt(&fd, SOL_PACKET, PACKET_COPY_THRESH, &one, "PACKET_COPY_THRESH")?;
         let rcvbuf: i32 = 32 << 20;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf, "SO_RCVBUFFORCE")?;
-        let rx_req = ring_req(RX_BLOCK, RX_BLOCKS, RX_FRAME);
+        let rx_req = ring_req(RX_BLOCK, rx_blocks, RX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;
         let tx_req = ring_req(TX_BLOCK, TX_BLOCKS, TX_FRAME);
         setsockopt(&fd, SOL_PACKET, PACKET_TX_RING, &tx_req, "PACKET_TX_RING")?;
-        let rx_len = RX_BLOCK * RX_BLOCKS;
+        let rx_len = RX_BLOCK * rx_blocks;
         let map_len = rx_len + TX_BLOCK * TX_BLOCKS;
         // SAFETY: maps the rings the kernel just set up on this socket; the result is checked.
         let map = unsafe {
@@ -206,7 +220,7 @@ impl AfPacketQueue {
             direct: direct_socket(ifindex)?,
             map,
             map_len,
-            rx: Ring::new(map, RX_BLOCK, RX_BLOCKS, RX_FRAME),
+            rx: Ring::new(map, RX_BLOCK, rx_blocks, RX_FRAME),
             // SAFETY: the TX ring starts right after the RX ring inside the one mapping.
             tx: Ring::new(unsafe { map.add(rx_len) }, TX_BLOCK, TX_BLOCKS, TX_FRAME),
             rx_held: 0,
@@ -323,6 +337,28 @@ impl AfPacketQueue {
             }
         }
         Ok(())
+    }
+
+    /// Frames the kernel dropped because the RX ring was full, since the last call
+    /// (PACKET_STATISTICS; reading resets the kernel's counters).
+    pub fn take_drops(&self) -> u64 {
+        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live and sized for the tpacket_stats the kernel writes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut st as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r == 0 {
+            st.tp_drops as u64
+        } else {
+            0
+        }
     }
 
     /// Whether the next RX slot holds a frame for us.

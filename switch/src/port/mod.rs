@@ -181,6 +181,14 @@ impl Queue {
         }
     }
 
+    /// Frames the kernel dropped before this queue read them, since the last call.
+    pub fn take_drops(&self) -> u64 {
+        match self {
+            Queue::AfPacket(q) => q.take_drops(),
+            Queue::Tap(_) | Queue::Memory(_) => 0,
+        }
+    }
+
     /// Return the frames of the last `receive` to the kernel.
     pub fn release(&mut self) {
         if let Queue::AfPacket(q) = self {
@@ -230,7 +238,7 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
             let mut queues = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let f = if workers > 1 { Some(&mut fanout) } else { None };
-                queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f)?));
+                queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f, afpacket::rx_blocks(workers))?));
             }
             Ok(Opened {
                 queues,

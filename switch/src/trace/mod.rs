@@ -14,7 +14,7 @@ pub mod writer;
 
 use crate::fdb::PortId;
 use crate::worker::NetId;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Which way a frame crossed the port, as pcapng's `epb_flags` direction bits say it.
@@ -78,10 +78,14 @@ pub struct Tracer {
     select: Select,
     filter: Option<Filter>,
     snaplen: usize,
-    /// Empty records; workers take one per copy.
-    free: ArrayQueue<Record>,
+    /// Empty records; workers take one per copy. Records are made as the trace first needs
+    /// them, up to `queue`: a long queue costs memory only as it fills.
+    free: SegQueue<Record>,
     /// Filled records, oldest first, for the session to stream.
-    ready: ArrayQueue<Record>,
+    ready: SegQueue<Record>,
+    /// Records made so far, and the most there may be.
+    made: std::sync::atomic::AtomicUsize,
+    queue: usize,
     /// Bytes of copies waiting in `ready` (bounded by MAX_QUEUED_BYTES).
     queued_bytes: std::sync::atomic::AtomicUsize,
     captured: AtomicU64,
@@ -91,23 +95,14 @@ pub struct Tracer {
 impl Tracer {
     /// A trace with room for `queue` copies in flight.
     pub fn new(select: Select, filter: Option<Filter>, snaplen: usize, queue: usize) -> Tracer {
-        let free = ArrayQueue::new(queue);
-        for _ in 0..queue {
-            let _ = free.push(Record {
-                port: 0,
-                dir: Dir::In,
-                ts_ns: 0,
-                orig_len: 0,
-                // Grown on first use: a long queue costs memory only as it fills.
-                data: Vec::new(),
-            });
-        }
         Tracer {
             select,
             filter,
             snaplen,
-            free,
-            ready: ArrayQueue::new(queue),
+            free: SegQueue::new(),
+            ready: SegQueue::new(),
+            made: Default::default(),
+            queue,
             queued_bytes: Default::default(),
             captured: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -131,7 +126,7 @@ impl Tracer {
         }
         let keep = frame.len().min(self.snaplen);
         let over_budget = self.queued_bytes.load(Relaxed) + keep > MAX_QUEUED_BYTES;
-        let Some(mut r) = (!over_budget).then(|| self.free.pop()).flatten() else {
+        let Some(mut r) = (!over_budget).then(|| self.free.pop().or_else(|| self.make_record())).flatten() else {
             self.dropped.fetch_add(1, Relaxed);
             return;
         };
@@ -142,9 +137,18 @@ impl Tracer {
         r.orig_len = frame.len() as u32;
         r.data.clear();
         r.data.extend_from_slice(&frame[..keep]);
-        // Records only circulate between `free` and `ready`, both as large as the pool.
-        let _ = self.ready.push(r);
+        self.ready.push(r);
         self.captured.fetch_add(1, Relaxed);
+    }
+
+    /// A new record if the trace may still have more (`queue` of them in all).
+    #[cold]
+    fn make_record(&self) -> Option<Record> {
+        if self.made.fetch_add(1, Relaxed) >= self.queue {
+            self.made.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Record { port: 0, dir: Dir::In, ts_ns: 0, orig_len: 0, data: Vec::new() })
     }
 
     /// The oldest copy, if any.
@@ -157,7 +161,7 @@ impl Tracer {
         self.queued_bytes.fetch_sub(r.data.len(), Relaxed);
         // A record a GSO frame grew goes back to its usual size: the pool stays small.
         r.data.shrink_to(RECORD_CAPACITY);
-        let _ = self.free.push(r);
+        self.free.push(r);
     }
 
     /// Copies queued so far, and copies dropped because the queue was full.
