@@ -233,6 +233,10 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub workers: usize,
+    /// Run it with at most this many file descriptors (RLIMIT_NOFILE).
+    pub nofile: Option<u64>,
+    /// Run it with this umask.
+    pub umask: Option<u32>,
 }
 
 /// Poll `check` every 50 ms until it holds or `secs` pass; returns whether it held.
@@ -252,9 +256,19 @@ pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 impl Daemon {
     pub fn start(workers: usize) -> Daemon {
         require_root();
-        let mut d = Daemon { child: None, dir: tempfile::tempdir().expect("tempdir"), workers };
+        let mut d = Daemon::unstarted(workers);
         d.launch();
         d
+    }
+
+    /// A daemon not started yet: set it up (its state directory, limits), then `launch`.
+    pub fn unstarted(workers: usize) -> Daemon {
+        require_root();
+        Daemon { child: None, dir: tempfile::tempdir().expect("tempdir"), workers, nofile: None, umask: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -290,8 +304,8 @@ impl Daemon {
     pub fn spawn(&self) -> Child {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
-        Command::new(vswitch_bin())
-            .arg("--socket")
+        let mut cmd = Command::new(vswitch_bin());
+        cmd.arg("--socket")
             .arg(self.socket())
             .arg("daemon")
             .arg("--state-dir")
@@ -299,9 +313,22 @@ impl Daemon {
             .arg("--workers")
             .arg(self.workers.to_string())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn vswitch daemon")
+            .stderr(log);
+        let (nofile, mask) = (self.nofile, self.umask);
+        // SAFETY: between fork and exec, only system calls on this child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if let Some(n) = nofile {
+                    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
+                if let Some(m) = mask {
+                    libc::umask(m);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().expect("spawn vswitch daemon")
     }
 
     /// SIGTERM and wait; returns the exit status.
@@ -384,7 +411,7 @@ impl Daemon {
     /// Write `state.json` before the daemon starts (a fixture of an earlier release).
     pub fn with_state(workers: usize, state: &str) -> Daemon {
         require_root();
-        let mut d = Daemon { child: None, dir: tempfile::tempdir().expect("tempdir"), workers };
+        let mut d = Daemon::unstarted(workers);
         std::fs::create_dir_all(d.state_dir()).unwrap();
         std::fs::write(d.state_dir().join("state.json"), state).unwrap();
         d.launch();

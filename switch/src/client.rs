@@ -21,9 +21,17 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
     let mut s = connect(socket)?;
     let mut line = serde_json::to_string(req).expect("requests serialize");
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| format!("sending to the daemon: {e}"))?;
+    // A daemon that refuses the connection (too many open) says why and closes: its reason
+    // is still there to read when sending fails.
+    let sent = s.write_all(line.as_bytes());
     let mut resp = String::new();
-    BufReader::new(s).read_line(&mut resp).map_err(|e| format!("reading from the daemon: {e}"))?;
+    let read = BufReader::new(s).read_line(&mut resp);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) => return Err(format!("sending to the daemon: {e}")),
+        (Ok(()), Err(e)) => return Err(format!("reading from the daemon: {e}")),
+        (Ok(()), Ok(_)) => {}
+    }
     if resp.is_empty() {
         return Err("the daemon closed the connection without answering: the command may or may not have \
                     taken effect (check with: vswitch network ls, vswitch ps)"

@@ -53,9 +53,12 @@ impl<T: Zeroable> HugeArray<T> {
             std::alloc::handle_alloc_error(std::alloc::Layout::array::<T>(len).expect("layout"));
         }
         let start = if bytes >= HUGE_PAGE { (map as usize).next_multiple_of(HUGE_PAGE) } else { map as usize };
-        // Advice only: without huge pages the array still works.
+        // Advice only: without huge pages the array still works. A small array asks for none:
+        // next to other mappings it could otherwise sit in a 2 MB page, all of it taken on
+        // its first write.
+        let advice = if bytes >= HUGE_PAGE { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
         // SAFETY: advice on a range inside our own mapping.
-        unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
+        unsafe { libc::madvise(start as *mut libc::c_void, bytes, advice) };
         HugeArray { ptr: NonNull::new(start as *mut T).expect("mmap gives non-null"), len, map, map_len }
     }
 }

@@ -57,6 +57,7 @@ pub fn run(o: Options) -> Result<(), String> {
     // started with.
     // SAFETY: umask takes a mode and cannot fail.
     unsafe { libc::umask(0o077) };
+    raise_fd_limit();
     let dir = StateDir::open(&o.state_dir).map_err(|e| e.to_string())?;
     let st = dir.load().map_err(|e| e.to_string())?;
     let listener = bind_socket(&o.socket)?;
@@ -130,6 +131,19 @@ pub fn run(o: Options) -> Result<(), String> {
     let _ = std::fs::remove_file(&o.socket);
     info!("stopped");
     Ok(())
+}
+
+/// As many file descriptors as the hard limit allows (up to 65536): each port takes some per
+/// worker.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on an rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// The controller, whatever happened before: a panic while it was held (caught and answered

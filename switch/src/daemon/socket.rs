@@ -18,10 +18,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+/// At most this many connections, and at most a quarter of the descriptors the daemon may
+/// have (ports and the kernel's sockets need the rest).
 pub const MAX_CONNECTIONS: usize = 256;
 pub const MAX_REQUEST: usize = 1 << 20;
 pub const IDLE: Duration = Duration::from_secs(60);
 const LISTENER: Token = Token(usize::MAX);
+
+/// Connections refused over the cap: told why, then closed once the client has read it (or
+/// after a second), so it reads the reason and not a reset. At most a quarter as many as the
+/// connections wait so.
+struct Caps {
+    conns: usize,
+    refused: usize,
+}
+
+impl Caps {
+    fn from_fd_limit() -> Caps {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills the rlimit we own.
+        let soft =
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur as usize } else { 1024 };
+        let conns = (soft / 4).clamp(4, MAX_CONNECTIONS);
+        Caps { conns, refused: (conns / 4).max(1) }
+    }
+}
+
+struct Refused {
+    stream: UnixStream,
+    until: Instant,
+}
 
 struct Conn {
     stream: UnixStream,
@@ -43,17 +69,22 @@ pub fn serve(
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut events = Events::with_capacity(256);
     let mut conns: HashMap<Token, Conn> = HashMap::new();
-    let mut next = 0usize;
-    // Kept open to be given up when the process is out of descriptors: then a newcomer can
-    // still be accepted and closed, instead of waking the loop forever.
-    let mut spare = std::fs::File::open("/dev/null").ok();
-    let mut accept_errors = RateLimited::new("accepting control connections");
+    let mut door = Door::new(listener);
     let mut bad_requests = RateLimited::new("bad control requests");
+    // The listener is edge-triggered: connections left waiting (out of descriptors) get no
+    // new event, so they are tried again on every turn until the backlog is empty.
+    let mut backlog = false;
     while !stop.load(Ordering::Relaxed) {
-        poll.poll(&mut events, Some(Duration::from_millis(200)))?;
+        match poll.poll(&mut events, Some(Duration::from_millis(if backlog { 20 } else { 200 }))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue, // a signal: stop is checked
+            other => other?,
+        }
+        if backlog {
+            backlog = !door.accept(&poll, &mut conns);
+        }
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                accept(&mut listener, &poll, &mut conns, &mut next, &mut spare, &mut accept_errors);
+                backlog = !door.accept(&poll, &mut conns);
                 continue;
             }
             let t = ev.token();
@@ -86,6 +117,17 @@ pub fn serve(
             }
         }
         let now = Instant::now();
+        door.refused.retain_mut(|r| {
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.stream.read(&mut buf) {
+                    Ok(0) => return false, // the client read the reason and closed
+                    Ok(_) => continue,     // its request: discarded
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return now < r.until,
+                    Err(_) => return false,
+                }
+            }
+        });
         conns.retain(|_, c| {
             let keep = now.duration_since(c.last) < IDLE;
             if !keep {
@@ -97,49 +139,80 @@ pub fn serve(
     Ok(())
 }
 
-/// Accept every waiting connection: registered, or told "too many" and closed.
-fn accept(
-    listener: &mut UnixListener,
-    poll: &Poll,
-    conns: &mut HashMap<Token, Conn>,
-    next: &mut usize,
-    spare: &mut Option<std::fs::File>,
-    errors: &mut RateLimited,
-) {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                if conns.len() >= MAX_CONNECTIONS {
-                    let _ = stream.write_all(&reply(&Response::Error(format!(
-                        "the daemon has {MAX_CONNECTIONS} connections open: try again when one closes"
-                    ))));
-                    errors.note("too many connections");
-                    continue;
+/// The listening side: who gets in, who is told to come back later.
+struct Door {
+    listener: UnixListener,
+    caps: Caps,
+    refused: Vec<Refused>,
+    next: usize,
+    /// Kept open to be given up when the process is out of descriptors: then a newcomer can
+    /// still be accepted and closed, instead of waking the loop forever.
+    spare: Option<std::fs::File>,
+    errors: RateLimited,
+}
+
+impl Door {
+    fn new(listener: UnixListener) -> Door {
+        Door {
+            listener,
+            caps: Caps::from_fd_limit(),
+            refused: Vec::new(),
+            next: 0,
+            spare: std::fs::File::open("/dev/null").ok(),
+            errors: RateLimited::new("accepting control connections"),
+        }
+    }
+
+    /// Accept every waiting connection: registered, or told "too many" and closed. Returns
+    /// whether the backlog is empty.
+    fn accept(&mut self, poll: &Poll, conns: &mut HashMap<Token, Conn>) -> bool {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if conns.len() >= self.caps.conns {
+                        self.refuse(stream);
+                        continue;
+                    }
+                    self.next = self.next.wrapping_add(1) % (usize::MAX - 1);
+                    let t = Token(self.next);
+                    if poll.registry().register(&mut stream, t, Interest::READABLE).is_ok() {
+                        let c = Conn {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            last: Instant::now(),
+                            closing: false,
+                        };
+                        conns.insert(t, c);
+                    }
                 }
-                *next = next.wrapping_add(1) % (usize::MAX - 1);
-                let t = Token(*next);
-                if poll.registry().register(&mut stream, t, Interest::READABLE).is_ok() {
-                    conns.insert(
-                        t,
-                        Conn { stream, input: Vec::new(), output: Vec::new(), last: Instant::now(), closing: false },
-                    );
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    self.errors.note(&e.to_string());
+                    // Give up the spare, take the newcomer and close it, take the spare back.
+                    self.spare = None;
+                    if let Ok((s, _)) = self.listener.accept() {
+                        drop(s);
+                    }
+                    self.spare = std::fs::File::open("/dev/null").ok();
+                    return false;
+                }
+                Err(e) => {
+                    self.errors.note(&e.to_string());
+                    return false;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                errors.note(&e.to_string());
-                // Give up the spare, take the newcomer and close it, take the spare back.
-                *spare = None;
-                if let Ok((s, _)) = listener.accept() {
-                    drop(s);
-                }
-                *spare = std::fs::File::open("/dev/null").ok();
-                return;
-            }
-            Err(e) => {
-                errors.note(&e.to_string());
-                return;
-            }
+        }
+    }
+
+    /// Tell a newcomer over the cap why, and close it once it has read that.
+    fn refuse(&mut self, mut stream: UnixStream) {
+        let why = format!("the daemon has {} connections open: try again when one closes", self.caps.conns);
+        let _ = stream.write_all(&reply(&Response::Error(why)));
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        self.errors.note("too many connections");
+        if self.refused.len() < self.caps.refused {
+            self.refused.push(Refused { stream, until: Instant::now() + Duration::from_secs(1) });
         }
     }
 }
