@@ -123,6 +123,7 @@ impl Dataplane {
                 let _ = t.join();
             }
         }
+        crate::port::wait_for_closes();
         self.services.stop();
     }
 }

@@ -257,6 +257,7 @@ impl Worker {
                     if let Some(Some(n)) = self.nets.get_mut(p.net as usize) {
                         n.members.retain(|&m| m != port);
                     }
+                    crate::port::close_in_background(p.queue);
                 }
                 self.rebuild_readers();
                 let _ = done.send(());
@@ -265,7 +266,12 @@ impl Worker {
                 self.tx.traces = traces;
                 let _ = done.send(());
             }
-            Cmd::Stop => return false,
+            Cmd::Stop => {
+                for p in self.tx.ports.drain(..).flatten() {
+                    crate::port::close_in_background(p.queue);
+                }
+                return false;
+            }
         }
         true
     }

@@ -188,17 +188,18 @@ impl Controller {
             }
         }
         c.st = tx.next.clone();
+        // Every port is opened at once: each socket's ring setup waits out a grace period in
+        // the kernel, and waits that overlap cost one.
+        let mut opened = c.open_all(&tx.next);
         for net in &tx.next.networks.clone() {
             c.add_live_net(net);
             for ep in &net.endpoints {
                 let gone = ep.sandbox.is_some() && c.sys.ifindex(&ep.name).is_none();
-                let opened = if gone {
-                    Err(Error::NoInterface(ep.name.clone()))
-                } else {
-                    c.free_port_id().and_then(|id| {
-                        let o = c.sys.open_port(&ep.name, ep.kind, c.dp.workers());
-                        o.map(|o| (id, o)).map_err(|e| Error::Attach { iface: ep.name.clone(), source: e })
-                    })
+                let opened = match opened.remove(&ep.name) {
+                    _ if gone => Err(Error::NoInterface(ep.name.clone())),
+                    Some(Ok(o)) => c.free_port_id().map(|id| (id, o)),
+                    Some(Err(e)) => Err(Error::Attach { iface: ep.name.clone(), source: e }),
+                    None => Err(Error::NoInterface(ep.name.clone())),
                 };
                 match opened {
                     Ok((id, opened)) => c.attach(NewPort {
@@ -241,6 +242,28 @@ impl Controller {
     }
 
     // ---- the live switch -------------------------------------------------------------
+
+    /// Open every port of `st`, many at a time.
+    fn open_all(&self, st: &State) -> HashMap<String, std::io::Result<Opened>> {
+        const AT_ONCE: usize = 64;
+        let all: Vec<(&str, PortKind)> =
+            st.networks.iter().flat_map(|n| n.endpoints.iter().map(|e| (e.name.as_str(), e.kind))).collect();
+        let (sys, workers) = (&*self.sys, self.dp.workers());
+        let mut out = HashMap::new();
+        for chunk in all.chunks(AT_ONCE) {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = chunk
+                    .iter()
+                    .map(|&(name, kind)| (name, s.spawn(move || sys.open_port(name, kind, workers))))
+                    .collect();
+                for (name, h) in hs {
+                    let r = h.join().unwrap_or_else(|_| Err(std::io::Error::other("opening the port panicked")));
+                    out.insert(name.to_string(), r);
+                }
+            });
+        }
+        out
+    }
 
     fn add_live_net(&mut self, net: &Network) {
         // In turn, not lowest-free first: a new network never takes over an id whose frames

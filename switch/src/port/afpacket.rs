@@ -180,7 +180,10 @@ fn direct_socket(ifindex: u32) -> io::Result<OwnedFd> {
 
 impl AfPacketQueue {
     /// Open a queue on interface `ifindex`; with `fanout`, join the port's fanout group.
-    pub fn open(ifindex: u32, fanout: Option<&mut Fanout>, rx_blocks: usize) -> io::Result<AfPacketQueue> {
+    ///
+    /// Setting up each ring waits for an RCU grace period in the kernel (10-20 ms): open a
+    /// port's queues in parallel (`port::open` does), and join them to the fanout group after.
+    pub fn open(ifindex: u32, rx_blocks: usize) -> io::Result<AfPacketQueue> {
         let fd = packet_socket()?;
         let one: i32 = 1;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
@@ -234,13 +237,11 @@ impl AfPacketQueue {
             mr_address: [0; 8],
         };
         setsockopt(&q.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP(promisc)")?;
-        if let Some(f) = fanout {
-            q.join_fanout(f)?;
-        }
         Ok(q)
     }
 
-    fn join_fanout(&self, f: &mut Fanout) -> io::Result<()> {
+    /// Join the port's fanout group (the first queue makes it).
+    pub fn join_fanout(&self, f: &mut Fanout) -> io::Result<()> {
         match f.id {
             Some(id) => setsockopt(
                 &self.fd,

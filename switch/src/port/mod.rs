@@ -227,6 +227,29 @@ pub struct Opened {
     pub created: bool,
 }
 
+/// Queues being closed in the background (see `close_in_background`).
+static CLOSING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Close a queue on a thread of its own. Closing an AF_PACKET socket with rings waits out
+/// several RCU grace periods in the kernel (tens of ms): a worker must not stall for that,
+/// and a daemon closing a thousand sockets at once lets the waits overlap.
+pub fn close_in_background(q: Queue) {
+    let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    closing.retain(|h| !h.is_finished());
+    match std::thread::Builder::new().name("close".into()).spawn(move || drop(q)) {
+        Ok(h) => closing.push(h),
+        Err(_) => {} // no thread to be had: the queue was dropped with the closure, here
+    }
+}
+
+/// Wait until every queue handed to `close_in_background` is closed.
+pub fn wait_for_closes() {
+    let handles = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 /// Open port `name` of `kind` with one queue for each of `workers` workers.
 pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
     match kind {
@@ -234,11 +257,23 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
             let ifindex = netdev::ifindex(name)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named '{name}'")))?;
             let mtu = netdev::mtu(name)?;
+            // In parallel: each ring's setup waits out a grace period in the kernel.
+            let blocks = afpacket::rx_blocks(workers);
+            let opened: Vec<io::Result<afpacket::AfPacketQueue>> = std::thread::scope(|s| {
+                let hs: Vec<_> =
+                    (0..workers).map(|_| s.spawn(move || afpacket::AfPacketQueue::open(ifindex, blocks))).collect();
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("opening a queue panicked"))))
+                    .collect()
+            });
             let mut fanout = afpacket::Fanout::default();
             let mut queues = Vec::with_capacity(workers);
-            for _ in 0..workers {
-                let f = if workers > 1 { Some(&mut fanout) } else { None };
-                queues.push(Queue::AfPacket(afpacket::AfPacketQueue::open(ifindex, f, afpacket::rx_blocks(workers))?));
+            for q in opened {
+                let q = q?;
+                if workers > 1 {
+                    q.join_fanout(&mut fanout)?;
+                }
+                queues.push(Queue::AfPacket(q));
             }
             Ok(Opened {
                 queues,
