@@ -68,7 +68,13 @@ pub fn parse(text: &str) -> Result<Vec<u8>, String> {
                 s.vlan = Some(v);
             }
             "type" => s.ethertype = Some(num(next(&mut words, w)?, "EtherType")?),
-            "len" => s.len = Some(num(next(&mut words, w)?, "length")?),
+            "len" => {
+                let n: usize = num(next(&mut words, w)?, "length")?;
+                if n > crate::frame::MAX_FRAME {
+                    return Err(format!("len {n}: a frame has at most {} bytes", crate::frame::MAX_FRAME));
+                }
+                s.len = Some(n);
+            }
             "arp" => {
                 s.ethertype = Some(0x0806);
                 let (mut who_has, mut tell) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
@@ -357,5 +363,6 @@ mod tests {
         assert!(parse("vlan 5000").unwrap_err().contains("bad VLAN id 5000"));
         assert!(parse("eth src").unwrap_err().contains("'src' needs a value"));
         assert!(parse("hex abc").is_err());
+        assert!(parse("len 99999999999").unwrap_err().contains("at most"), "found by the frame_spec fuzz target");
     }
 }

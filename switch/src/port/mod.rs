@@ -236,9 +236,9 @@ static CLOSING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::
 pub fn close_in_background(q: Queue) {
     let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
     closing.retain(|h| !h.is_finished());
-    match std::thread::Builder::new().name("close".into()).spawn(move || drop(q)) {
-        Ok(h) => closing.push(h),
-        Err(_) => {} // no thread to be had: the queue was dropped with the closure, here
+    // With no thread to be had, the queue is dropped with the closure, here.
+    if let Ok(h) = std::thread::Builder::new().name("close".into()).spawn(move || drop(q)) {
+        closing.push(h);
     }
 }
 

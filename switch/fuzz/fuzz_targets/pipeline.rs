@@ -1,0 +1,33 @@
+//! Any frame through a bridge network's stages (with its gateway) and through explain: the
+//! data plane's decision on hostile input never panics, and explain agrees with it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::sync::Arc;
+use vswitch::explain::{self, NetView, PortView};
+use vswitch::fdb::{MacTable, GATEWAY_PORT};
+use vswitch::frame::VnetHdr;
+use vswitch::mac::MacAddr;
+use vswitch::pipeline::{Bridge, Env, FrameCx, Gateway, NoObserve, Pipeline, Routes};
+use vswitch::port::RxFrame;
+
+fuzz_target!(|data: &[u8]| {
+    let table = Arc::new(MacTable::new(64));
+    let gw_mac = MacAddr([2, 0x56, 0x53, 0, 0, 1]);
+    table.add_static(gw_mac, GATEWAY_PORT).unwrap();
+    let gateway = Gateway { net: 0, mac: gw_mac, ipv4: Some("10.0.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()) };
+    let p = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
+    let routes = Routes::new(vec![("10.0.0.0/24".parse().unwrap(), 0), ("10.0.1.0/24".parse().unwrap(), 1)]);
+    let f = RxFrame::new(VnetHdr::default(), data, None);
+    let cx = FrameCx { frame: &f, in_port: 1, max_frame: 1518, now: 0 };
+    let action = p.run(&Env { routes: &routes }, &cx, &mut NoObserve);
+    let ports = vec![
+        PortView { id: 1, name: "a".into(), max_frame: 1518 },
+        PortView { id: 2, name: "b".into(), max_frame: 1518 },
+    ];
+    let view = NetView { name: "n", pipeline: &p, routes: &routes, max_learned: 64, ports };
+    let e = explain::explain(&view, 1, &[data.to_vec()], 0);
+    // The same stages decided: a drop in the data plane is a drop in explain.
+    if let vswitch::pipeline::Action::Drop(why) = action {
+        assert_eq!(e[0].outcome.reason.as_deref(), Some(why.name()));
+    }
+});
