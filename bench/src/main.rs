@@ -6,6 +6,7 @@ mod gen;
 mod relay;
 mod report;
 mod scenario;
+mod soak;
 mod switch;
 mod sys;
 mod topo;
@@ -176,8 +177,9 @@ fn bench(args: Args) -> Res<()> {
         eprintln!("note: {ovs_note}");
     }
 
-    let lab = switch::Lab::new(vswitch, args.baseline.clone(), with_ovs)?;
-    let hosts = cases.iter().map(|c| c.hosts).max().unwrap_or(2);
+    let soaking = scenarios.contains(&Scenario::Soak);
+    let lab = switch::Lab::new(vswitch, args.baseline.clone(), with_ovs && !cases.is_empty())?;
+    let hosts = cases.iter().map(|c| c.hosts).max().unwrap_or(2).max(if soaking { 3 } else { 2 });
     let topo = topo::Topology::new(hosts)?;
     let tap_topo = if cases.iter().any(|c| c.tap) { Some(topo::Topology::bare(2)?) } else { None };
     let total: usize = rounds * cases.iter().map(|c| c.switches.len()).sum::<usize>();
@@ -218,6 +220,15 @@ fn bench(args: Args) -> Res<()> {
         }
     }
     progress.finish();
+    let soak = if soaking {
+        eprintln!(
+            "soak: {secs} s at full rate with port churn and CLI calls (sampled every {:.0} s)",
+            (secs / 10.0).clamp(1.0, 10.0)
+        );
+        Some(soak::run(&lab, &topo.hosts, secs)?)
+    } else {
+        None
+    };
     drop(tap_topo);
     drop(topo);
     drop(lab);
@@ -227,7 +238,12 @@ fn bench(args: Args) -> Res<()> {
     println!("## vswitch bench: {rounds} round(s), {secs} s per measurement, medians\n");
     println!("{}", report::machine());
     print!("{}", report::tables(&sums, &samples));
-    print!("{}", report::targets_table(&targets));
+    if let Some(r) = &soak {
+        print!("{}", soak::table(r));
+    }
+    if !cases.is_empty() {
+        print!("{}", report::targets_table(&targets));
+    }
     if !ovs_note.is_empty() {
         println!("\n{ovs_note}.");
     }
@@ -241,13 +257,21 @@ fn bench(args: Args) -> Res<()> {
             "samples": samples,
             "summary": sums,
             "targets": targets,
+            "soak": soak,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v).expect("json") + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.chart {
-        std::fs::write(path, report::svg(&cases, &sums))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // The soak's own chart when it is all that ran.
+        let chart = match &soak {
+            Some(r) if cases.is_empty() => soak::svg(r),
+            _ => report::svg(&cases, &sums),
+        };
+        std::fs::write(path, chart).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if soak.as_ref().is_some_and(|r| !r.flat) {
+        return Err("the soak's lines were not flat (see the table)".into());
     }
     Ok(())
 }

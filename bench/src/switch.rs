@@ -237,6 +237,11 @@ impl Lab {
         Err("vswitch trace did not start within 5 s".into())
     }
 
+    /// A CLI call to the vswitch under test.
+    pub fn vs_current(&self, args: &[&str]) -> Res<String> {
+        self.vs(&self.vswitch, args)
+    }
+
     fn vs(&self, bin: &Path, args: &[&str]) -> Res<String> {
         let mut full = vec![bin.to_str().expect("utf-8 path"), "--socket"];
         let sock = self.socket();
@@ -261,6 +266,13 @@ pub struct Attached<'a> {
     tracer: Option<Child>,
     /// The bridge's TAP relays (tcp-tap); their TAP devices go with them.
     relays: Vec<ChildGuard>,
+}
+
+impl Attached<'_> {
+    /// The vswitch daemon's process id, for a vswitch attachment.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
 }
 
 impl Drop for Attached<'_> {

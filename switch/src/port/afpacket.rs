@@ -51,16 +51,17 @@ fn ring_req(block: usize, blocks: usize, frame: usize) -> TpacketReq {
 
 // Ring memory is the kernel's, pinned, and paid per port per worker: it is what decides how
 // many ports a host can have. RX: slots of 2 KB (an MTU-1500 frame plus headers fits; bigger
-// ones take the copy path), 2 MB per port shared out among the workers' sockets (fanout
-// splits the traffic the same way), at least 512 KB (256 slots) each. TX: 256 slots of 2 KB
-// per socket, a batch of 64 fits four times; bigger frames take sendmsg.
+// ones take the copy path), 3 MB per port shared out among the workers' sockets (fanout
+// splits the traffic the same way), at least 512 KB (256 slots) each. TX: 128 slots of 2 KB
+// per socket: with QDISC_BYPASS each flush sends what is queued at once, so the ring never
+// holds more than a batch (64); bigger frames take sendmsg.
 const RX_FRAME: usize = 2048;
 const RX_BLOCK: usize = 1 << 18;
-const RX_BLOCKS_PER_PORT: usize = 8;
+const RX_BLOCKS_PER_PORT: usize = 12;
 const RX_MIN_BLOCKS: usize = 2;
 const TX_FRAME: usize = 2048;
 const TX_BLOCK: usize = 1 << 18;
-const TX_BLOCKS: usize = 2;
+const TX_BLOCKS: usize = 1;
 const _: () = assert!(TX_FRAME >= HDR_ALIGNED + VNET_HDR_LEN + RING_TX_MAX);
 
 /// The RX ring blocks of each of a port's `workers` sockets.
