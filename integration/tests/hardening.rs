@@ -273,8 +273,8 @@ fn a_hand_edited_state_file_is_checked() {
         v["networks"][0]["static_macs"] = serde_json::json!([{"mac": "02:00:00:00:00:07", "port": "gone0"}]);
     });
     let d = Daemon::with_state(1, &text);
-    assert!(d.log().contains("static entry 02:00:00:00:00:07 dropped"), "{}", d.log());
     assert_eq!(d.json(&["network", "inspect", "n1"])[0]["static_macs"], serde_json::json!([]));
+    assert!(d.log().contains("static entry 02:00:00:00:00:07 dropped"), "{}", d.log());
 }
 
 /// Port security: one port cannot fill the table.
