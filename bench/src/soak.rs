@@ -5,7 +5,7 @@
 //! leak of memory, descriptors or threads shows as a line that climbs.
 
 use crate::switch::{Lab, Switch};
-use crate::sys::{counter, run_in, Res};
+use crate::sys::{counter, Res};
 use crate::topo::Host;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -35,6 +35,9 @@ pub struct Report {
     pub fds_range: u64,
     pub threads_range: u64,
     pub flat: bool,
+    /// The drops at the end, by port and reason.
+    #[serde(default)]
+    pub drops_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 fn proc_status(pid: u32, key: &str) -> u64 {
@@ -116,9 +119,24 @@ pub fn run(lab: &Lab, hosts: &[Host], secs: f64) -> Res<Report> {
     if connected {
         lab.vs_current(&["network", "disconnect", "bench", &c.port])?;
     }
-    let _ = run_in(&a.ns, &["true"]);
+    let stats: serde_json::Value = serde_json::from_str(&lab.vs_current(&["stats", "--json"])?).unwrap_or_default();
+    let mut by_reason = std::collections::BTreeMap::new();
+    for p in stats.as_array().into_iter().flatten() {
+        for (why, n) in p["drops"].as_object().into_iter().flatten() {
+            let port = if p["port"] == a.port.as_str() {
+                "a"
+            } else if p["port"] == b.port.as_str() {
+                "b"
+            } else {
+                "other"
+            };
+            *by_reason.entry(format!("{port}:{why}")).or_insert(0) += n.as_u64().unwrap_or(0);
+        }
+    }
     drop(attached);
-    Ok(judge(secs, samples))
+    let mut r = judge(secs, samples);
+    r.drops_by_reason = by_reason;
+    Ok(r)
 }
 
 /// Flat or not: memory may grow while tables and caches warm up (the first fifth of the run),
@@ -134,7 +152,7 @@ fn judge(secs: f64, samples: Vec<Sample>) -> Report {
     let (fds_range, threads_range) = (range(|s| s.fds), range(|s| s.threads));
     // One port's queues: two sockets per worker; the background closer's threads come and go.
     let flat = rss_growth_kb <= 8 * 1024 && fds_range <= 16 && threads_range <= 16;
-    Report { secs, samples, rss_growth_kb, fds_range, threads_range, flat }
+    Report { secs, samples, rss_growth_kb, fds_range, threads_range, flat, drops_by_reason: Default::default() }
 }
 
 pub fn table(r: &Report) -> String {
@@ -153,9 +171,15 @@ pub fn table(r: &Report) -> String {
             s.cli_calls
         );
     }
+    let drops: Vec<String> = r.drops_by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(
         t,
-        "\nRSS after warm-up {:+} kB, fds varied by {}, threads by {}: {}",
+        "\ndrops at the end (port:reason): {}",
+        if drops.is_empty() { "none".into() } else { drops.join(", ") }
+    );
+    let _ = writeln!(
+        t,
+        "RSS after warm-up {:+} kB, fds varied by {}, threads by {}: {}",
         r.rss_growth_kb,
         r.fds_range,
         r.threads_range,
