@@ -14,7 +14,12 @@ fuzz_target!(|data: &[u8]| {
     let table = Arc::new(MacTable::new(64));
     let gw_mac = MacAddr([2, 0x56, 0x53, 0, 0, 1]);
     table.add_static(gw_mac, GATEWAY_PORT).unwrap();
-    let gateway = Gateway { net: 0, mac: gw_mac, ipv4: Some("10.0.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()) };
+    let gateway = Gateway {
+        net: 0,
+        mac: gw_mac,
+        ipv4: Some("10.0.0.1".parse().unwrap()),
+        ipv6: Some("fd00::1".parse().unwrap()),
+    };
     let p = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
     let routes = Routes::new(vec![("10.0.0.0/24".parse().unwrap(), 0), ("10.0.1.0/24".parse().unwrap(), 1)]);
     let f = RxFrame::new(VnetHdr::default(), data, None);
