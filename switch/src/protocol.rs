@@ -60,6 +60,26 @@ pub enum Request {
         name: String,
     },
     Ps,
+    /// Make an interface the switch's outside (`vswitch uplink set`).
+    UplinkSet {
+        iface: String,
+        address: ipnet::Ipv4Net,
+        gateway: Option<std::net::Ipv4Addr>,
+    },
+    UplinkShow,
+    UplinkRm,
+}
+
+/// The uplink as `vswitch uplink` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UplinkView {
+    pub interface: String,
+    /// The switch's own address on the outside, with its prefix length.
+    pub address: String,
+    /// The next hop toward everything else.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// The switch's own MAC on the outside.
+    pub mac: MacAddr,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]

@@ -72,6 +72,21 @@ pub enum Command {
     Run(run::RunArgs),
     /// List sandboxes: their mode, networks, addresses and process
     Ps(Json),
+    /// Show, set or remove the uplink: the interface that is the switch's outside
+    #[command(
+        long_about = "The uplink is the switch's way to the outside: an interface the switch owns as a \
+        port, with a MAC and an address of its own (like a VM bridged onto the LAN), so the host's own \
+        address and sockets on that interface are never disturbed. The switch answers ARP and ping for \
+        the uplink's address. Endpoints reach the outside through it, and published ports are reached \
+        at its address (NAT, in progress).\n\n\
+        Use a LAN interface with a spare address on its subnet, or one end of a veth pair whose other \
+        end is in the host's namespace with an address of the same subnet.",
+        after_help = "Examples:\n  \
+        sudo vswitch uplink set eth1 --address 192.0.2.10/24 --gateway 192.0.2.1\n  \
+        vswitch uplink                  show it (--json for scripts)\n  \
+        vswitch uplink rm"
+    )]
+    Uplink(UplinkArgs),
     /// Remove sandboxes: stop their process, disconnect them, remove their namespace
     Rm {
         #[arg(required = true)]
@@ -222,6 +237,33 @@ pub struct Json {
     json: bool,
 }
 
+#[derive(Args)]
+pub struct UplinkArgs {
+    #[command(subcommand)]
+    cmd: Option<UplinkCmd>,
+    #[command(flatten)]
+    json: Json,
+}
+
+#[derive(Subcommand)]
+pub enum UplinkCmd {
+    /// Make IFACE the uplink, with the switch's own address on it
+    Set {
+        /// The interface (a LAN interface, or a veth end).
+        iface: String,
+        /// The switch's own address and the subnet's prefix length, e.g. 192.0.2.10/24.
+        #[arg(long)]
+        address: ipnet::Ipv4Net,
+        /// The next hop to everything outside the subnet (a router on it).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Stop using the uplink (the interface is left as it was)
+    Rm,
+}
+
 #[derive(Subcommand)]
 pub enum NetworkCmd {
     /// List networks
@@ -362,6 +404,32 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
     match cmd {
         Command::Daemon { .. } => unreachable!("handled in main"),
         Command::Run(a) => return run::run(socket, a),
+        Command::Uplink(u) => {
+            let (v, json) = match u.cmd {
+                None => (rpc(Request::UplinkShow)?, u.json.json),
+                Some(UplinkCmd::Set { iface, address, gateway, json }) => {
+                    (rpc(Request::UplinkSet { iface, address, gateway })?, json.json)
+                }
+                Some(UplinkCmd::Rm) => {
+                    rpc(Request::UplinkRm)?;
+                    return Ok(0);
+                }
+            };
+            if json {
+                print_json(&v)?;
+                return Ok(0);
+            }
+            match from::<Option<UplinkView>>(v)? {
+                None => println!("no uplink (set one with: vswitch uplink set IFACE --address A/LEN --gateway G)"),
+                Some(u) => {
+                    let gw = u.gateway.map_or("-".to_string(), |g| g.to_string());
+                    table(
+                        &["INTERFACE", "ADDRESS", "GATEWAY", "MAC"],
+                        vec![vec![u.interface, u.address, gw, u.mac.to_string()]],
+                    );
+                }
+            }
+        }
         Command::Ps(j) => {
             let v = rpc(Request::Ps)?;
             if j.json {

@@ -24,11 +24,12 @@ use crate::protocol::*;
 use crate::services::host::GatewayAddrs;
 use crate::trace::{Filter, Select, Tracer};
 use crate::worker::{Fault, NetId};
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
@@ -451,6 +452,9 @@ impl Controller {
             Request::SandboxSetPid { name, pid } => self.sandbox_set_pid(&name, pid),
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::Ps => self.ps(),
+            Request::UplinkSet { iface, address, gateway } => self.uplink_set(&iface, address, gateway),
+            Request::UplinkShow => self.uplink_show(),
+            Request::UplinkRm => self.uplink_rm(),
             Request::Trace(_) => {
                 Err(Error::invalid("a trace needs a connection of its own (see: vswitch trace --help)"))
             }
@@ -478,6 +482,11 @@ impl Controller {
 
     fn create(&mut self, c: CreateNetwork) -> Result<Value> {
         check_name(&c.name)?;
+        if c.name == UPLINK {
+            return Err(Error::invalid(format!(
+                "'{UPLINK}' is the name of the switch's outside: set it with `vswitch uplink set`"
+            )));
+        }
         if self.st.network(&c.name).is_some() {
             return Err(Error::NetworkExists(c.name));
         }
@@ -544,6 +553,7 @@ impl Controller {
                 gateway_mac: ipam::random_mac(),
                 max_learned_per_port: c.max_learned_per_port,
                 inhibit_ipv4,
+                uplink: None,
             }),
             endpoints: vec![],
             static_macs: vec![],
@@ -578,6 +588,7 @@ impl Controller {
             return Err(Error::invalid("name at least one network to remove"));
         }
         for name in names {
+            self.not_the_uplink(name, "remove (use `vswitch uplink rm`)")?;
             let n = self.network(name)?;
             if !n.endpoints.is_empty() {
                 let ports: Vec<_> = n.endpoints.iter().map(|e| e.name.as_str()).collect();
@@ -589,8 +600,13 @@ impl Controller {
     }
 
     fn prune(&mut self) -> Result<Value> {
-        let names: Vec<String> =
-            self.st.networks.iter().filter(|n| n.endpoints.is_empty()).map(|n| n.name.clone()).collect();
+        let names: Vec<String> = self
+            .st
+            .networks
+            .iter()
+            .filter(|n| n.endpoints.is_empty() && !n.is_uplink())
+            .map(|n| n.name.clone())
+            .collect();
         if !names.is_empty() {
             self.remove_networks(&names)?;
         }
@@ -605,10 +621,144 @@ impl Controller {
         })
     }
 
+    // ---- the uplink ----------------------------------------------------------------------
+
+    /// Make `iface` the switch's outside: a network of its own (`UPLINK`) whose one port is
+    /// the interface and whose gateway, answered by the switch with its own MAC, holds
+    /// `address`. The host's own address on the interface, if any, is left alone.
+    fn uplink_set(&mut self, iface: &str, address: Ipv4Net, next_hop: Option<Ipv4Addr>) -> Result<Value> {
+        check_ifname(iface).map_err(Error::Invalid)?;
+        if let Some(n) = self.st.network(UPLINK) {
+            let on = n.endpoints.first().map_or("no interface", |e| e.name.as_str());
+            let why = if n.is_uplink() {
+                format!("the uplink is set already (on {on}): remove it first with `vswitch uplink rm`")
+            } else {
+                format!("a network is named '{UPLINK}': the uplink needs that name (rename the network)")
+            };
+            return Err(Error::invalid(why));
+        }
+        if let Some(other) = self.st.attached(iface) {
+            return Err(Error::AlreadyAttached { iface: iface.into(), network: other.name.clone() });
+        }
+        let subnet = address.trunc();
+        let host = address.addr();
+        if address.prefix_len() > 30 || host == subnet.network() || host == subnet.broadcast() {
+            return Err(Error::invalid(format!(
+                "--address {address}: give the uplink's own address and its subnet, like 192.0.2.10/24"
+            )));
+        }
+        if let Some(g) = next_hop {
+            if !subnet.contains(&g) || g == host || g == subnet.network() || g == subnet.broadcast() {
+                return Err(Error::invalid(format!(
+                    "--gateway {g}: the next hop is another host on the uplink's subnet {subnet}"
+                )));
+            }
+        }
+        let subnet_any = IpNet::V4(subnet);
+        for n in &self.st.networks {
+            if let Some(s) = n.ipam.iter().find(|s| s.subnet.contains(&subnet_any) || subnet_any.contains(&s.subnet)) {
+                return Err(Error::invalid(format!(
+                    "the uplink's subnet {subnet} overlaps network {}'s {}: the outside must be a subnet of its own",
+                    n.name, s.subnet
+                )));
+            }
+        }
+        if self.sys.ifindex(iface).is_none() {
+            return Err(Error::NoInterface(iface.into()));
+        }
+        let net = Network {
+            name: UPLINK.into(),
+            id: new_id(),
+            created: unix_now(),
+            internal: false,
+            ipam: vec![Subnet {
+                subnet: subnet_any,
+                gateway: IpAddr::V4(host),
+                ip_range: subnet_any,
+                aux_addresses: Default::default(),
+            }],
+            driver: DriverOptions::Bridge(BridgeOptions {
+                aging_secs: DEFAULT_AGING_SECS,
+                max_learned: DEFAULT_MAX_LEARNED,
+                mtu: DEFAULT_MTU,
+                gateway_mac: ipam::random_mac(),
+                max_learned_per_port: None,
+                inhibit_ipv4: false,
+                uplink: Some(UplinkOptions { next_hop }),
+            }),
+            endpoints: vec![],
+            static_macs: vec![],
+        };
+        self.transact(|c, tx| {
+            let id = c.free_port_id()?;
+            let opened = c
+                .sys
+                .open_port(iface, PortKind::AfPacket, c.dp.workers())
+                .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
+            let mut net = net.clone();
+            net.endpoints.push(Endpoint {
+                name: iface.into(),
+                kind: PortKind::AfPacket,
+                mac: net.bridge().gateway_mac,
+                ipv4: Some(host),
+                ipv6: None,
+                created_tap: false,
+                sandbox: None,
+                max_learned: None,
+            });
+            tx.next.networks.push(net);
+            tx.then.push(Step::AddNetwork(UPLINK.into()));
+            let p = NewPort { id, name: iface.into(), network: UPLINK.into(), kind: PortKind::AfPacket, opened };
+            tx.then.push(Step::AttachPort(Box::new(p)));
+            Ok(())
+        })?;
+        info!(interface = iface, address = %address, next_hop = ?next_hop, "uplink set");
+        self.uplink_show()
+    }
+
+    fn uplink_show(&self) -> Result<Value> {
+        let Some(n) = self.st.network(UPLINK).filter(|n| n.is_uplink()) else { return Ok(Value::Null) };
+        let (Some(s), Some(ep)) = (n.subnet_v4(), n.endpoints.first()) else { return Ok(Value::Null) };
+        json(UplinkView {
+            interface: ep.name.clone(),
+            address: format!("{}/{}", s.gateway, s.subnet.prefix_len()),
+            gateway: n.bridge().uplink.as_ref().and_then(|u| u.next_hop),
+            mac: n.bridge().gateway_mac,
+        })
+    }
+
+    fn uplink_rm(&mut self) -> Result<Value> {
+        let Some(n) = self.st.network(UPLINK).filter(|n| n.is_uplink()) else {
+            return Err(Error::invalid("no uplink is set"));
+        };
+        let ports: Vec<String> = n.endpoints.iter().map(|e| e.name.clone()).collect();
+        self.transact(|c, tx| {
+            for p in &ports {
+                c.remove_endpoint_in(tx, UPLINK, p);
+            }
+            tx.next.networks.retain(|n| n.name != UPLINK);
+            tx.then.push(Step::RemoveNetwork(UPLINK.into()));
+            Ok(())
+        })?;
+        info!(interface = ports.join(","), "uplink removed");
+        json(serde_json::json!({ "removed": ports }))
+    }
+
+    /// Refuse to treat the uplink as an ordinary network.
+    fn not_the_uplink(&self, network: &str, doing: &str) -> Result<()> {
+        if self.st.network(network).is_some_and(|n| n.is_uplink()) {
+            return Err(Error::invalid(format!(
+                "'{network}' is the switch's uplink, not a network to {doing} (see: vswitch uplink --help)"
+            )));
+        }
+        Ok(())
+    }
+
     // ---- endpoints ---------------------------------------------------------------------
 
     fn connect(&mut self, c: Connect) -> Result<Value> {
         self.network(&c.network)?;
+        self.not_the_uplink(&c.network, "connect endpoints to")?;
         let ep = match (&c.iface, &c.netns) {
             (Some(_), Some(_)) => return Err(Error::invalid("give an interface or --netns, not both")),
             (None, None) => {
@@ -811,6 +961,7 @@ impl Controller {
     }
 
     fn disconnect(&mut self, network: &str, target: &str) -> Result<Value> {
+        self.not_the_uplink(network, "disconnect from (use `vswitch uplink rm`)")?;
         let net = self.network(network)?;
         let port = match net.endpoint(target) {
             Some(e) => e.name.clone(),
@@ -864,6 +1015,7 @@ impl Controller {
         match &c.network {
             RunNetwork::Network(n) => {
                 self.network(n)?;
+                self.not_the_uplink(n, "run in")?;
             }
             RunNetwork::Container(other) => {
                 let o = self.st.sandbox(other).ok_or_else(|| Error::NoSandbox(other.clone()))?;

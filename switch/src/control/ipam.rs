@@ -264,6 +264,7 @@ mod tests {
                 gateway_mac: random_mac(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                uplink: None,
             }),
             endpoints: vec![],
             static_macs: vec![],

@@ -24,6 +24,9 @@ pub const DEFAULT_AGING_SECS: u32 = 300;
 /// flood of random source MACs would make us hold.
 pub const DEFAULT_MAX_LEARNED: usize = 65536;
 pub const DEFAULT_MTU: u32 = 1500;
+/// The network that is the switch's outside (`vswitch uplink set`): its one port is the
+/// uplink interface, and its gateway address, answered by the switch, is the uplink's.
+pub const UPLINK: &str = "uplink";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct State {
@@ -86,6 +89,16 @@ pub struct BridgeOptions {
     /// `com.docker.network.bridge.inhibit_ipv4`): another port of the network holds it.
     #[serde(default)]
     pub inhibit_ipv4: bool,
+    /// Set on the uplink network only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkOptions>,
+}
+
+/// What the uplink network has that others do not.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UplinkOptions {
+    /// The router traffic to the outside goes to (`--gateway`).
+    pub next_hop: Option<Ipv4Addr>,
 }
 
 /// A port of a network and what it was given there.
@@ -186,9 +199,15 @@ impl NetMode {
 
 impl Network {
     pub fn driver_name(&self) -> &'static str {
-        match self.driver {
+        match &self.driver {
+            DriverOptions::Bridge(b) if b.uplink.is_some() => "uplink",
             DriverOptions::Bridge(_) => "bridge",
         }
+    }
+
+    /// The switch's outside, not a network endpoints join.
+    pub fn is_uplink(&self) -> bool {
+        self.bridge().uplink.is_some()
     }
 
     pub fn bridge(&self) -> &BridgeOptions {
@@ -447,6 +466,7 @@ pub(crate) mod tests {
                 gateway_mac: "02:42:00:00:00:01".parse().unwrap(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                uplink: None,
             }),
             endpoints: vec![Endpoint {
                 name: "veth-a".into(),
