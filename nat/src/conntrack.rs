@@ -58,6 +58,38 @@ pub enum Refused {
     Clash,
 }
 
+/// What a translation changes in a packet, found by [`Conntrack::track`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edit {
+    p: packet::Parsed,
+    /// The packet's new key (for an ICMP error: its outer addresses).
+    to: FlowKey,
+    /// For an ICMP error: what the packet it quotes becomes.
+    inner: Option<FlowKey>,
+    len: usize,
+}
+
+impl Edit {
+    /// The bytes from the start of the IPv4 header that the edit reads and writes: the
+    /// headers up to the L4 checksum (the whole packet for an ICMP error, whose checksum is
+    /// summed afresh). The rest of the packet is unchanged.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Change `buf`, the packet's first [`len`](Self::len) bytes or more.
+    pub fn apply(&self, buf: &mut [u8], csum: Csum) {
+        match &self.inner {
+            None => packet::rewrite(buf, &self.p, &self.to, csum),
+            Some(inner) => packet::rewrite_icmp_error(buf, &self.p, &self.to, inner),
+        }
+    }
+}
+
 /// A table's bounds and timeouts.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -187,13 +219,29 @@ impl Conntrack {
         now: u32,
         decide: impl FnOnce(&FlowKey) -> Decision,
     ) -> Verdict {
+        let (verdict, edit) = self.track(buf, now, decide);
+        if let Some(e) = edit {
+            e.apply(buf, csum);
+        }
+        verdict
+    }
+
+    /// [`translate`](Self::translate) in two steps, for a packet that cannot be written in
+    /// place (a frame in a receive ring): find or create its session and say what to change;
+    /// [`Edit::apply`] then changes a copy of the packet's first [`Edit::len`] bytes.
+    pub fn track(
+        &mut self,
+        buf: &[u8],
+        now: u32,
+        decide: impl FnOnce(&FlowKey) -> Decision,
+    ) -> (Verdict, Option<Edit>) {
         let p = match packet::parse(buf) {
             Ok(p) => p,
-            Err(e) => return Verdict::Dropped(Refused::Unsupported(e)),
+            Err(e) => return (Verdict::Dropped(Refused::Unsupported(e)), None),
         };
         if let Kind::IcmpError { inner } = p.kind {
             // The quoted packet went the other way: its reversed key is this error's flow.
-            let Some((id, dir)) = self.lookup(&inner.reversed()) else { return Verdict::Untracked };
+            let Some((id, dir)) = self.lookup(&inner.reversed()) else { return (Verdict::Untracked, None) };
             let s = &self.sessions[id as usize];
             let (this, other) = (s.keys[dir as usize], s.keys[dir.other() as usize]);
             let mut outer = p.key;
@@ -203,8 +251,8 @@ impl Conntrack {
             if outer.dst.addr == this.dst.addr {
                 outer.dst.addr = other.src.addr;
             }
-            packet::rewrite_icmp_error(buf, &p, &outer, &other);
-            return Verdict::Translated(dir);
+            let len = packet::total_len(buf);
+            return (Verdict::Translated(dir), Some(Edit { p, to: outer, inner: Some(other), len }));
         }
         let (id, dir) = match self.lookup(&p.key) {
             Some(hit) => hit,
@@ -216,12 +264,12 @@ impl Conntrack {
                     Kind::IcmpError { .. } => false,
                 };
                 match decide(&p.key) {
-                    Decision::Pass => return Verdict::Untracked,
-                    Decision::Drop => return Verdict::Dropped(Refused::Policy),
-                    Decision::Translate { .. } if !starts => return Verdict::Dropped(Refused::NoSession),
+                    Decision::Pass => return (Verdict::Untracked, None),
+                    Decision::Drop => return (Verdict::Dropped(Refused::Policy), None),
+                    Decision::Translate { .. } if !starts => return (Verdict::Dropped(Refused::NoSession), None),
                     Decision::Translate { tag, snat, dnat } => match self.create(p.key, tag, snat, dnat, now) {
                         Ok(id) => (id, Dir::Orig),
-                        Err(e) => return Verdict::Dropped(e),
+                        Err(e) => return (Verdict::Dropped(e), None),
                     },
                 }
             }
@@ -237,8 +285,8 @@ impl Conntrack {
         if state != s.state {
             self.move_to(id, state, now);
         }
-        packet::rewrite(buf, &p, &to, csum);
-        Verdict::Translated(dir)
+        let len = p.rewritten_len();
+        (Verdict::Translated(dir), Some(Edit { p, to, inner: None, len }))
     }
 
     /// A new session for the flow `orig`, its source translated to `snat` (a port from this

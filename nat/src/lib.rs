@@ -18,6 +18,6 @@ pub mod publish;
 pub mod state;
 
 pub use checksum::Csum;
-pub use conntrack::{Config, Conntrack, Decision, Refused, SessionInfo, Stats, Verdict};
+pub use conntrack::{Config, Conntrack, Decision, Edit, Refused, SessionInfo, Stats, Verdict};
 pub use key::{Endpoint, FlowKey, Proto};
 pub use state::{Dir, State, Timeouts};

@@ -51,6 +51,22 @@ pub struct Parsed {
     l4: usize,
 }
 
+impl Parsed {
+    /// Bytes from the IPv4 header's start through the L4 checksum: what a rewrite touches.
+    pub fn rewritten_len(&self) -> usize {
+        self.l4
+            + match self.kind {
+                Kind::Tcp(_) => 18,
+                Kind::Udp | Kind::Echo { .. } | Kind::IcmpError { .. } => 8,
+            }
+    }
+}
+
+/// The IPv4 total length of a packet [`parse`] accepted.
+pub fn total_len(buf: &[u8]) -> usize {
+    usize::from(Ipv4Packet::new_unchecked(buf).total_len())
+}
+
 /// The key of an IPv4 packet. Fragments are refused: only the first one carries ports.
 pub fn parse(buf: &[u8]) -> Result<Parsed, Unsupported> {
     let ip = Ipv4Packet::new_checked(buf).map_err(|_| Unsupported::Malformed)?;

@@ -222,6 +222,42 @@ fn a_gso_frame_with_a_partial_checksum_is_translated_whole() {
 }
 
 #[test]
+fn an_edit_touches_only_the_bytes_it_says() {
+    let mut ct = table();
+    let out = ipv4(UDP, E, W, &udp(40000, 53, &[7; 300]));
+    for pkt in [
+        ipv4(TCP, E, W, &tcp(40000, 80, SYN, &[9; 500])),
+        out.clone(),
+        ipv4(ICMP, E, W, &echo(true, 5, &[1; 100])),
+        ipv4(
+            ICMP,
+            W,
+            U,
+            &icmp_error(
+                3,
+                3,
+                &{
+                    let mut o = out.clone();
+                    run(&mut ct, &mut o, 0);
+                    o
+                },
+                200,
+            ),
+        ),
+    ] {
+        let (v, edit) = ct.track(&pkt, 0, snat);
+        assert!(matches!(v, Verdict::Translated(_)), "{v:?}");
+        let edit = edit.unwrap();
+        let (mut whole, mut head) = (pkt.clone(), pkt.clone());
+        edit.apply(&mut whole, Csum::Full);
+        edit.apply(&mut head[..edit.len()], Csum::Full);
+        assert_eq!(whole, head);
+        assert!(edit.len() < pkt.len() || pkt[9] == ICMP, "the payload is not part of it");
+        assert!(verifies(&whole));
+    }
+}
+
+#[test]
 fn a_million_sessions_take_at_most_256_bytes_each() {
     let n = 1_000_000u32;
     let mut ct = Conntrack::new(Config { max_sessions: n, ..Config::default() });
