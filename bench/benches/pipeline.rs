@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vswitch::fdb::MacTable;
 use vswitch::frame::{max_frame_for_mtu, VnetHdr};
 use vswitch::mac::MacAddr;
-use vswitch::pipeline::{Bridge, Env, FrameCx, Gateway, NoObserve, Pipeline, Routes};
+use vswitch::pipeline::{Bridge, Env, FrameCx, Gateway, Nat, NoObserve, Pipeline, Routes};
 use vswitch::port::memory::MemoryQueue;
 use vswitch::port::RxFrame;
 use vswitch::port::{PortShared, Queue};
@@ -76,9 +76,10 @@ fn pipeline_64_byte_frame(b: Bencher, to: &str) {
     let f = RxFrame::new(VnetHdr::default(), &data, None);
     let routes = Routes::default();
     let max = max_frame_for_mtu(1500);
-    b.counter(ItemsCount::new(1usize)).bench(|| {
+    let mut nat = Nat::new(1024..=65535, 16);
+    b.counter(ItemsCount::new(1usize)).bench_local(|| {
         let cx = FrameCx { frame: black_box(&f), in_port: 1, max_frame: max, now: 0 };
-        p.run(&Env { routes: &routes }, &cx, &mut NoObserve)
+        p.run(&Env { routes: &routes }, &mut nat, &cx, &mut NoObserve)
     });
 }
 

@@ -81,6 +81,11 @@ impl Edit {
         self.len == 0
     }
 
+    /// Where the packet goes once edited.
+    pub fn destination(&self) -> Ipv4Addr {
+        self.to.dst.addr
+    }
+
     /// Change `buf`, the packet's first [`len`](Self::len) bytes or more.
     pub fn apply(&self, buf: &mut [u8], csum: Csum) {
         match &self.inner {

@@ -8,7 +8,7 @@ use crate::fdb::{Learn, MacTable, PortId, GATEWAY_PORT};
 use crate::frame::{VnetHdr, ETH_HLEN};
 use crate::mac::MacAddr;
 use crate::pipeline::egress::{self, Sink};
-use crate::pipeline::{Action, DropReason, Env, FrameCx, GatewayWhy, Note, Observe, Pipeline, Routes, Table};
+use crate::pipeline::{Action, DropReason, Env, FrameCx, GatewayWhy, Nat, Note, Observe, Pipeline, Routes, Table};
 use crate::port::RxFrame;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -114,7 +114,8 @@ struct DrySink<'a> {
 
 impl Sink for DrySink<'_> {
     fn max_frame(&self, port: PortId) -> Option<usize> {
-        self.ports.iter().find(|p| p.id == port).map(|p| p.max_frame)
+        // A routed frame leaves by another network's port: its MTU is not known here.
+        Some(self.ports.iter().find(|p| p.id == port).map_or(usize::MAX, |p| p.max_frame))
     }
     fn send(&mut self, port: PortId, _: &RxFrame) {
         self.sent.push(port);
@@ -124,6 +125,9 @@ impl Sink for DrySink<'_> {
     }
     fn to_gateway(&mut self, _: &RxFrame) {
         self.gateway = true;
+    }
+    fn send_routed(&mut self, port: PortId, _: &RxFrame, _: u16) {
+        self.sent.push(port);
     }
 }
 
@@ -163,7 +167,9 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
             let f = RxFrame::new(VnetHdr::default(), data, None);
             let cx = FrameCx { frame: &f, in_port, max_frame: inp.max_frame, now };
             let mut rec = Recorder::default();
-            let action = net.pipeline.run_with(&dry, &env, &cx, &mut rec);
+            // A NAT of its own: explain shows what a first packet would do, and keeps nothing.
+            let mut nat = Nat::new(1024..=65535, 16);
+            let action = net.pipeline.run_with(&dry, &env, &mut nat, &cx, &mut rec);
             let mut sink = DrySink { ports: &net.ports, sent: vec![], dropped: vec![], gateway: false };
             egress::run(action, &cx, &members, &mut sink, &mut rec);
             steps.extend(rec.0.iter().map(|&(stage, note)| step(stage, say(note, &name, data.len(), &inp.name))));
@@ -174,6 +180,7 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
                 Action::Port(_) => Outcome { action: "forward".into(), ports, reason: None },
                 Action::Flood => Outcome { action: "flood".into(), ports, reason: None },
                 Action::Gateway => Outcome { action: "gateway".into(), ports: vec!["gateway".into()], reason: None },
+                Action::Routed(..) => Outcome { action: "route".into(), ports, reason: None },
             };
             Explanation { frame: i + 1, len: data.len(), steps, outcome }
         })
@@ -206,6 +213,7 @@ fn say(note: Note, name: &impl Fn(PortId) -> String, len: usize, in_port: &str) 
         Note::Out(p) => format!("out of port {}", name(p)),
         Note::TooBig(p, max) => format!("{}: drop, too big for its MTU (largest frame {max})", name(p)),
         Note::ToServices => "to the gateway (the services thread answers it)".into(),
+        Note::Routed(p) => format!("translated (NAT) and routed out of port {}", name(p)),
     }
 }
 
@@ -230,7 +238,10 @@ fn drop_text(why: DropReason, len: usize) -> String {
         DropReason::PortQuota => "a new source MAC past its port's quota (port security)".into(),
         DropReason::BadSource => "the source MAC is a group address or all zeros: no station sends from it".into(),
         DropReason::Isolated => "addressed to another network: networks are isolated from each other".into(),
-        DropReason::NoRoute => "addressed beyond the gateway: no route to the outside (no uplink)".into(),
+        DropReason::NoRoute => {
+            "addressed beyond the gateway: no route to the outside (no uplink, or an internal network)".into()
+        }
+        DropReason::NoNeighbor => "the next hop's (or the endpoint's) MAC is not known yet".into(),
         other => other.name().into(),
     }
 }

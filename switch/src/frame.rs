@@ -22,6 +22,12 @@ impl VnetHdr {
         VnetHdr(h)
     }
 
+    /// The L4 checksum is left for the kernel to finish (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): its
+    /// field holds only the pseudo-header sum.
+    pub fn needs_csum(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
     /// True for a GSO super-frame that the kernel will segment on the way out.
     pub fn is_gso(&self) -> bool {
         self.0[1] & 0x7f != VIRTIO_NET_HDR_GSO_NONE

@@ -8,7 +8,8 @@ use crate::clock;
 use crate::fdb::{PortId, GATEWAY_PORT};
 use crate::frame::{VnetHdr, MAX_FRAME};
 use crate::pipeline::egress::{self, Sink};
-use crate::pipeline::{Action, DropReason, Env, FrameCx, NoObserve, Pipeline, Routes};
+use crate::pipeline::route::MAX_EDIT;
+use crate::pipeline::{Action, DropReason, Env, FrameCx, Nat, NoObserve, Pipeline, Routes};
 use crate::port::{recycle, PortShared, Queue, RxFrame, TxError, WorkerBuffers};
 use crate::services::link::Link;
 use crate::stats::bump;
@@ -17,9 +18,16 @@ use crossbeam_channel::{Receiver, Sender};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vswitch_nat::ports::PortSplit;
 
 /// Frames read from one port before they are forwarded and the port is flushed.
 pub const BATCH: usize = 64;
+/// The outside ports SNAT hands out, split between the workers.
+pub const NAT_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
+/// Sessions each worker's NAT holds (about 140 bytes each, reserved, touched as used).
+pub const NAT_SESSIONS: u32 = 262_144;
+/// Sessions a worker looks at for expiry once a second, at most.
+const NAT_EXPIRE_BUDGET: usize = 4096;
 /// How long a worker keeps polling its rings after the last frame before it sleeps in
 /// poll(). A wake-up costs tens of microseconds here; spinning this long means the reply to
 /// a request usually finds the worker awake, and costs nothing under load (never idle).
@@ -131,6 +139,8 @@ pub struct Worker {
     pollfds: Vec<libc::pollfd>,
     /// When the kernel's drop counters were last read (`clock::now` seconds).
     stats_at: u32,
+    /// This worker's connection table (its own slice of the outside ports).
+    nat: Nat,
 }
 
 /// What a worker sends with: its queue of every port, the traces, and the faults seen.
@@ -143,6 +153,10 @@ struct TxSide {
     scratch: Vec<u8>,
     /// Ports that failed while sending, reported after the batch.
     faulted: Vec<(PortId, String)>,
+    /// Ports of other networks this batch routed frames to (flushed with the batch).
+    routed_to: Vec<PortId>,
+    /// Where a routed frame's edited headers are written before they are sent.
+    edited: Box<[u8; MAX_EDIT]>,
 }
 
 impl Worker {
@@ -153,13 +167,22 @@ impl Worker {
         faults: Sender<Fault>,
         services: Arc<Link>,
     ) -> Worker {
+        let workers = services.workers();
         let mut w = Worker {
             index,
             cmds,
             waker,
             faults,
             services,
-            tx: TxSide { ports: Vec::new(), traces: Arc::new([]), scratch: Vec::new(), faulted: Vec::new() },
+            tx: TxSide {
+                ports: Vec::new(),
+                traces: Arc::new([]),
+                scratch: Vec::new(),
+                faulted: Vec::new(),
+                routed_to: Vec::with_capacity(8),
+                edited: Box::new([0; MAX_EDIT]),
+            },
+            nat: Nat::new(PortSplit::new(NAT_PORTS, workers).range(index), NAT_SESSIONS),
             nets: Vec::new(),
             routes: Arc::new(Routes::default()),
             readers: Vec::new(),
@@ -203,6 +226,7 @@ impl Worker {
         if now != self.stats_at {
             self.stats_at = now;
             self.count_overruns();
+            self.nat.table.expire(now, NAT_EXPIRE_BUDGET);
         }
         let mut work = self.gateway_frames()?;
         // By index, re-checking the length: a port that fails mid-pass leaves `readers`.
@@ -360,8 +384,11 @@ impl Worker {
         let n = batch.len();
         if n > 0 {
             if let Some(net) = self.nets.get(inp.net as usize).and_then(Option::as_ref) {
-                let mut out = Out::new(&mut self.tx, self.index, &self.services, inp.net, net);
-                forward(net, &self.routes, &batch, in_id, &inp.shared, &mut self.actions, &mut out);
+                self.nat.start_batch();
+                let env = Env { routes: &self.routes };
+                decide(net, &env, &mut self.nat, &batch, in_id, &inp.shared, self.index, &mut self.actions);
+                let mut out = Out::new(&mut self.tx, self.index, &self.services, inp.net, net, &self.nat);
+                send(net, &batch, in_id, inp.shared.max_frame(), &self.actions, &mut out);
                 out.finish(&net.members);
             }
         }
@@ -387,12 +414,13 @@ impl Worker {
             n += 1;
             if let Some(net) = self.nets.get(p.net as usize).and_then(Option::as_ref) {
                 let frame = RxFrame::new(VnetHdr::default(), &p.data, None);
-                let mut out = Out::new(&mut self.tx, self.index, &self.services, p.net, net);
                 let cx = FrameCx { frame: &frame, in_port: GATEWAY_PORT, max_frame: MAX_FRAME, now: clock::now() };
+                self.nat.start_batch();
+                let action = net.pipeline.run(&Env { routes: &self.routes }, &mut self.nat, &cx, &mut NoObserve);
+                let mut out = Out::new(&mut self.tx, self.index, &self.services, p.net, net, &self.nat);
                 if !out.tx.traces.is_empty() {
                     out.trace(GATEWAY_PORT, Dir::In, &frame);
                 }
-                let action = net.pipeline.run(&Env { routes: &self.routes }, &cx, &mut NoObserve);
                 if let Some(g) = &net.gateway {
                     let c = g.stats.worker(self.index);
                     bump(&c.rx_packets, 1);
@@ -411,39 +439,46 @@ impl Worker {
     }
 }
 
-/// Decide every frame of a batch, then send them: the pipeline for all first (learning as
-/// it goes, with the table's lines prefetched for the whole batch), then egress.
+/// Decide every frame of a batch (then `send` sends them): the pipeline for all first,
+/// learning as it goes, with the table's lines prefetched for the whole batch.
 #[inline]
-fn forward(
+#[allow(clippy::too_many_arguments)]
+fn decide(
     net: &LocalNet,
-    routes: &Routes,
+    env: &Env,
+    nat: &mut Nat,
     batch: &[RxFrame],
     in_id: PortId,
     inp: &PortShared,
+    worker: usize,
     actions: &mut Vec<Action>,
-    out: &mut Out,
 ) {
     let now = clock::now();
-    let c = inp.stats.worker(out.worker);
+    let c = inp.stats.worker(worker);
     let max_frame = inp.max_frame();
-    let env = Env { routes };
     net.pipeline.prefetch(batch);
     actions.clear();
     for f in batch {
         bump(&c.rx_packets, 1);
         bump(&c.rx_bytes, f.wire_len() as u64);
         let cx = FrameCx { frame: f, in_port: in_id, max_frame, now };
-        let a = net.pipeline.run(&env, &cx, &mut NoObserve);
+        let a = net.pipeline.run(env, nat, &cx, &mut NoObserve);
         if let Action::Drop(why) = a {
             c.drop(why);
         }
         actions.push(a);
     }
+}
+
+/// Send a decided batch: the egress stage for each frame.
+#[inline]
+fn send(net: &LocalNet, batch: &[RxFrame], in_id: PortId, max_frame: usize, actions: &[Action], out: &mut Out) {
     if !out.tx.traces.is_empty() {
         for f in batch {
             out.trace(in_id, Dir::In, f);
         }
     }
+    let now = clock::now();
     for (f, &a) in batch.iter().zip(actions.iter()) {
         let cx = FrameCx { frame: f, in_port: in_id, max_frame, now };
         egress::run(a, &cx, &net.members, out, &mut NoObserve);
@@ -458,25 +493,36 @@ struct Out<'a> {
     services: &'a Link,
     net_id: NetId,
     gateway: Option<&'a PortShared>,
+    /// The route stage's edits of this batch.
+    nat: &'a Nat,
     /// Frames queued for the services thread in this batch.
     to_services: usize,
 }
 
 impl<'a> Out<'a> {
-    fn new(tx: &'a mut TxSide, worker: usize, services: &'a Link, net_id: NetId, net: &'a LocalNet) -> Out<'a> {
-        Out { tx, worker, services, net_id, gateway: net.gateway.as_deref(), to_services: 0 }
+    fn new(
+        tx: &'a mut TxSide,
+        worker: usize,
+        services: &'a Link,
+        net_id: NetId,
+        net: &'a LocalNet,
+        nat: &'a Nat,
+    ) -> Out<'a> {
+        Out { tx, worker, services, net_id, gateway: net.gateway.as_deref(), nat, to_services: 0 }
     }
 
-    /// End of batch: push out what it queued on each member port, wake the services
-    /// thread if it got frames.
+    /// End of batch: push out what it queued on each member port (and the ports it routed
+    /// frames to), wake the services thread if it got frames.
     fn finish(self, members: &[PortId]) {
-        for &m in members {
-            if let Some(p) = self.tx.ports.get_mut(m as usize).and_then(Option::as_mut) {
+        let tx = self.tx;
+        for &m in members.iter().chain(tx.routed_to.iter()) {
+            if let Some(p) = tx.ports.get_mut(m as usize).and_then(Option::as_mut) {
                 if let Err(TxError::Fault(e)) = p.queue.flush() {
-                    self.tx.faulted.push((m, e.to_string()));
+                    tx.faulted.push((m, e.to_string()));
                 }
             }
         }
+        tx.routed_to.clear();
         if self.to_services > 0 {
             self.services.notify_services();
         }
@@ -524,6 +570,39 @@ impl Sink for Out<'_> {
             Err(TxError::Fault(e)) => {
                 c.drop(DropReason::TxError);
                 self.tx.faulted.push((out, e.to_string()));
+            }
+        }
+    }
+
+    #[inline]
+    fn send_routed(&mut self, out: PortId, f: &RxFrame, edit: u16) {
+        let e = self.nat.edit(edit);
+        let (d, n) = (f.data(), e.len());
+        let tx = &mut *self.tx;
+        let Some(p) = tx.ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
+        let c = p.shared.stats.worker(self.worker);
+        if d.len() < n || n > MAX_EDIT {
+            c.drop(DropReason::NatUnsupported);
+            return;
+        }
+        e.write(d, &mut tx.edited[..n]);
+        match p.queue.transmit(&f.vnet, &[&tx.edited[..n], &d[n..]]) {
+            Ok(()) => {
+                bump(&c.tx_packets, 1);
+                bump(&c.tx_bytes, f.wire_len() as u64);
+                if !tx.routed_to.contains(&out) {
+                    tx.routed_to.push(out);
+                }
+                if !tx.traces.is_empty() {
+                    let mut whole = tx.edited[..n].to_vec();
+                    whole.extend_from_slice(&d[n..]);
+                    trace::offer_all(&tx.traces, self.net_id, out, Dir::Out, &whole);
+                }
+            }
+            Err(TxError::Full) => c.drop(DropReason::TxError),
+            Err(TxError::Fault(e)) => {
+                c.drop(DropReason::TxError);
+                tx.faulted.push((out, e.to_string()));
             }
         }
     }

@@ -37,7 +37,8 @@ fn main() {
         Some("serve") => {
             let l = TcpListener::bind(("0.0.0.0", a[2].parse::<u16>().unwrap())).unwrap();
             println!("listening");
-            let (mut s, _) = l.accept().unwrap();
+            let (mut s, peer) = l.accept().unwrap();
+            println!("from {peer}");
             std::thread::sleep(std::time::Duration::from_millis(a[3].parse().unwrap()));
             loop {
                 let n = s.read(&mut buf).unwrap();
@@ -59,8 +60,25 @@ fn main() {
                 total += buf.len() as u64;
             }
         }
+        Some("udp-serve") => {
+            // Answer one datagram with its own bytes; say who sent it.
+            let u = std::net::UdpSocket::bind(("0.0.0.0", a[2].parse::<u16>().unwrap())).unwrap();
+            println!("listening");
+            let (n, peer) = u.recv_from(&mut buf).unwrap();
+            println!("from {peer}");
+            u.send_to(&buf[..n], peer).unwrap();
+            return;
+        }
+        Some("udp-ask") => {
+            let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+            u.send_to(b"are you there", (a[2].as_str(), a[3].parse::<u16>().unwrap())).unwrap();
+            let n = u.recv(&mut buf).unwrap();
+            println!("{}", String::from_utf8_lossy(&buf[..n]));
+            return;
+        }
         _ => {
-            eprintln!("usage: tcpcheck serve PORT DELAY_MS | tcpcheck send IP PORT MB");
+            eprintln!("usage: tcpcheck serve PORT DELAY_MS | send IP PORT MB | udp-serve PORT | udp-ask IP PORT");
             std::process::exit(2);
         }
     }

@@ -18,7 +18,7 @@ use crate::fdb::{MacTable, PortId, GATEWAY_PORT, MAX_PORT_ID};
 use crate::frame::max_frame_for_mtu;
 use crate::mac::MacAddr;
 use crate::netdev::check_ifname;
-use crate::pipeline::{Bridge, Gateway, Pipeline, Routes};
+use crate::pipeline::{Bridge, Gateway, NetRoute, NextHop, Pipeline, Routes, UplinkRoute};
 use crate::port::{Opened, PortKind, PortShared};
 use crate::protocol::*;
 use crate::services::host::GatewayAddrs;
@@ -95,6 +95,8 @@ pub struct Controller {
     traces: Vec<Arc<Tracer>>,
     /// Where the search for a free port id starts.
     next_port_id: PortId,
+    /// The uplink's next hop, resolved by its host in the services thread.
+    next_hop: Option<Arc<NextHop>>,
     /// Where the search for a free network id starts.
     next_net_id: NetId,
     /// The state changed (the world forced it) but could not be saved yet.
@@ -149,6 +151,7 @@ impl Controller {
             ports: HashMap::new(),
             traces: Vec::new(),
             next_port_id: 1,
+            next_hop: None,
             next_net_id: 0,
             unsaved: false,
         };
@@ -288,22 +291,43 @@ impl Controller {
         let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
         // One counter slot per worker, and one for the services thread (its drops).
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, max_frame_for_mtu(b.mtu)));
-        let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize };
+        // The uplink's host resolves the next hop for the route stage.
+        let next_hop = b.uplink.as_ref().map(|u| Arc::new(NextHop::new(u.next_hop)));
+        if next_hop.is_some() {
+            self.next_hop = next_hop.clone();
+        }
+        let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize, next_hop };
         self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
         self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared, next_sweep: 0 });
         self.publish_routes();
     }
 
-    /// Every network's subnets, for the gateway stage to tell another network from outside.
+    /// Every network's subnets (the gateway stage tells another network from outside), how
+    /// to reach each network's endpoints, and the uplink (the route stage).
     fn publish_routes(&self) {
-        let routes = self
-            .st
-            .networks
+        let live: Vec<(&Network, &LiveNet)> =
+            self.st.networks.iter().filter_map(|n| Some((n, self.nets.get(&n.name)?))).collect();
+        let subnets = live.iter().flat_map(|(n, l)| n.ipam.iter().map(move |s| (s.subnet, l.id))).collect();
+        let nets = live
             .iter()
-            .filter_map(|n| Some((n, self.nets.get(&n.name)?.id)))
-            .flat_map(|(n, id)| n.ipam.iter().map(move |s| (s.subnet, id)))
+            .map(|(n, l)| {
+                let neighbors = n.endpoints.iter().filter_map(|e| Some((e.ipv4?, e.mac))).collect();
+                let r = NetRoute {
+                    gateway_mac: n.bridge().gateway_mac,
+                    internal: n.internal,
+                    neighbors,
+                    table: l.pipeline.table().clone(),
+                };
+                (l.id, r)
+            })
             .collect();
-        self.dp.set_routes(Routes::new(routes));
+        let uplink = live.iter().find(|(n, _)| n.is_uplink()).and_then(|(n, l)| {
+            let port = self.ports.get(&n.endpoints.first()?.name)?.id;
+            let IpAddr::V4(addr) = n.subnet_v4()?.gateway else { return None };
+            let next_hop = self.next_hop.clone()?;
+            Some(UplinkRoute { net: l.id, port, mac: n.bridge().gateway_mac, addr, next_hop })
+        });
+        self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink));
     }
 
     /// A port id no live or prepared port has. Ids are handed out in turn, not lowest-free
@@ -393,6 +417,8 @@ impl Controller {
                 Step::DeleteNetns(name) => self.sys.delete_netns(&name),
             }
         }
+        // Endpoints, their addresses and the uplink's port may have changed.
+        self.publish_routes();
     }
 
     fn undo(&mut self, undo: Vec<Undo>) {
@@ -693,12 +719,12 @@ impl Controller {
             let id = c.free_port_id()?;
             let opened = c
                 .sys
-                .open_port(iface, PortKind::AfPacket, c.dp.workers())
+                .open_port(iface, PortKind::Uplink, c.dp.workers())
                 .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
             let mut net = net.clone();
             net.endpoints.push(Endpoint {
                 name: iface.into(),
-                kind: PortKind::AfPacket,
+                kind: PortKind::Uplink,
                 mac: net.bridge().gateway_mac,
                 ipv4: Some(host),
                 ipv6: None,
@@ -708,7 +734,7 @@ impl Controller {
             });
             tx.next.networks.push(net);
             tx.then.push(Step::AddNetwork(UPLINK.into()));
-            let p = NewPort { id, name: iface.into(), network: UPLINK.into(), kind: PortKind::AfPacket, opened };
+            let p = NewPort { id, name: iface.into(), network: UPLINK.into(), kind: PortKind::Uplink, opened };
             tx.then.push(Step::AttachPort(Box::new(p)));
             Ok(())
         })?;

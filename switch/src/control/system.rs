@@ -226,7 +226,7 @@ pub mod fake {
         fn open_port(&self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened> {
             let mut w = self.0.lock().unwrap();
             let ifindex = match (kind, w.links.get(name).copied()) {
-                (PortKind::AfPacket, None) => {
+                (PortKind::AfPacket | PortKind::Uplink, None) => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         format!("no interface named '{name}'"),
@@ -238,7 +238,7 @@ pub mod fake {
             Ok(Opened {
                 queues: (0..workers).map(|_| Queue::Memory(MemoryQueue::new(vec![], 0))).collect(),
                 rx_queues: workers,
-                ifindex: if kind == PortKind::AfPacket { ifindex } else { None },
+                ifindex: if kind != PortKind::Tap { ifindex } else { None },
                 max_frame: crate::frame::max_frame_for_mtu(1500),
                 created: kind == PortKind::Tap,
             })

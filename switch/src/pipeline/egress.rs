@@ -20,6 +20,8 @@ pub trait Sink {
     fn drop(&mut self, port: PortId, why: DropReason);
     /// Hand `f` to the network's gateway (the services thread).
     fn to_gateway(&mut self, f: &RxFrame);
+    /// Send `f` out of `port` with the route stage's edit `edit` applied on the way.
+    fn send_routed(&mut self, port: PortId, f: &RxFrame, edit: u16);
 }
 
 #[inline]
@@ -37,6 +39,17 @@ pub fn run<S: Sink, O: Observe>(action: Action, cx: &FrameCx, members: &[PortId]
         Action::Gateway => {
             obs.note(NAME, Note::ToServices);
             sink.to_gateway(cx.frame);
+        }
+        Action::Routed(p, edit) => {
+            // A NAT edit keeps the frame's length: the same MTU check as any frame.
+            let Some(max) = sink.max_frame(p) else { return };
+            if cx.frame.wire_len() > max && !cx.frame.vnet.is_gso() {
+                obs.note(NAME, Note::TooBig(p, max));
+                sink.drop(p, DropReason::TooBigForEgress);
+                return;
+            }
+            obs.note(NAME, Note::Out(p));
+            sink.send_routed(p, cx.frame, edit);
         }
     }
 }
@@ -81,6 +94,9 @@ mod tests {
         }
         fn to_gateway(&mut self, _: &RxFrame) {
             self.gateway += 1;
+        }
+        fn send_routed(&mut self, port: PortId, _: &RxFrame, _: u16) {
+            self.sent.push(port);
         }
     }
 

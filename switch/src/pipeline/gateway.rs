@@ -9,16 +9,21 @@
 //! there is no route yet (that needs an uplink and NAT). Both are counted.
 
 use super::classify::Eth;
+use super::route::{self, Nat};
 use super::{Action, DropReason, FrameCx, GatewayWhy, Note, Observe};
 use crate::fdb::GATEWAY_PORT;
+use crate::fdb::{MacTable, PortId};
 use crate::mac::MacAddr;
 use crate::worker::NetId;
 use ipnet::IpNet;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetProtocol, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
 };
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 pub const NAME: &str = "gateway";
 
@@ -41,26 +46,116 @@ impl Gateway {
     }
 }
 
-/// Which network each subnet belongs to: tells "another network" from "outside".
-#[derive(Default, Debug, Clone)]
+/// What the data plane knows of the networks beyond the one a frame is on: which network
+/// each subnet belongs to (another network, or outside), how to reach a network's endpoints
+/// (the route stage), and the uplink. Published whole by the control plane on each change.
+#[derive(Default, Clone)]
 pub struct Routes {
     subnets: Vec<(IpNet, NetId)>,
+    /// Indexed by network id.
+    nets: Vec<Option<NetRoute>>,
+    uplink: Option<UplinkRoute>,
+}
+
+/// A network as the route stage sees it.
+#[derive(Clone)]
+pub struct NetRoute {
+    pub gateway_mac: MacAddr,
+    /// `--internal`: no way out.
+    pub internal: bool,
+    /// Its endpoints' MACs by address (the ones the switch addressed).
+    pub neighbors: HashMap<Ipv4Addr, MacAddr>,
+    pub table: Arc<MacTable>,
+}
+
+/// The switch's outside.
+#[derive(Debug, Clone)]
+pub struct UplinkRoute {
+    pub net: NetId,
+    /// The uplink interface's port.
+    pub port: PortId,
+    /// The switch's own MAC and address there.
+    pub mac: MacAddr,
+    pub addr: Ipv4Addr,
+    pub next_hop: Arc<NextHop>,
+}
+
+impl UplinkRoute {
+    #[inline]
+    pub fn next_hop_mac(&self) -> Option<MacAddr> {
+        self.next_hop.mac()
+    }
+}
+
+/// The uplink's next hop and its MAC, once the services thread has resolved it (ARP).
+#[derive(Debug, Default)]
+pub struct NextHop {
+    pub addr: Option<Ipv4Addr>,
+    mac: AtomicU64,
+}
+
+impl NextHop {
+    pub fn new(addr: Option<Ipv4Addr>) -> NextHop {
+        NextHop { addr, mac: AtomicU64::new(0) }
+    }
+
+    /// 1 << 48 marks "resolved" so that no MAC reads as unresolved.
+    pub fn set(&self, mac: MacAddr) {
+        self.mac.store(mac.to_u64() | 1 << 48, Relaxed);
+    }
+
+    #[inline]
+    pub fn mac(&self) -> Option<MacAddr> {
+        let v = self.mac.load(Relaxed);
+        (v != 0).then(|| MacAddr::from_u64(v & 0xffff_ffff_ffff))
+    }
 }
 
 impl Routes {
     pub fn new(subnets: Vec<(IpNet, NetId)>) -> Routes {
-        Routes { subnets }
+        Routes { subnets, ..Routes::default() }
+    }
+
+    /// With what the route stage needs: each network's route, and the uplink.
+    pub fn with_nets(mut self, nets: Vec<(NetId, NetRoute)>, uplink: Option<UplinkRoute>) -> Routes {
+        for (id, r) in nets {
+            let i = id as usize;
+            if self.nets.len() <= i {
+                self.nets.resize_with(i + 1, || None);
+            }
+            self.nets[i] = Some(r);
+        }
+        self.uplink = uplink;
+        self
     }
 
     pub fn network_of(&self, ip: IpAddr) -> Option<NetId> {
         self.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|&(_, n)| n)
     }
+
+    #[inline]
+    pub fn net(&self, id: NetId) -> Option<&NetRoute> {
+        self.nets.get(id as usize)?.as_ref()
+    }
+
+    #[inline]
+    pub fn uplink(&self) -> Option<&UplinkRoute> {
+        self.uplink.as_ref()
+    }
+}
+
+/// Why a frame to the gateway's MAC is not the gateway's own.
+enum Beyond {
+    /// To be routed out through the uplink (the route stage).
+    Outside,
+    Refused(DropReason),
 }
 
 #[inline]
 pub fn run<O: Observe>(
     gw: &Gateway,
     routes: &Routes,
+    nat: &mut Nat,
     cx: &FrameCx,
     eth: &Eth,
     action: Action,
@@ -73,7 +168,7 @@ pub fn run<O: Observe>(
     // gateway's: nothing for it there.
     let tagged = cx.frame.tag.is_some() || matches!(eth.frame.ethertype(), EthernetProtocol::Unknown(0x8100 | 0x88a8));
     let taken = match action {
-        Action::Gateway if tagged => Err(DropReason::NoRoute),
+        Action::Gateway if tagged => Err(Beyond::Refused(DropReason::NoRoute)),
         Action::Gateway => to_gateway_mac(gw, routes, eth),
         Action::Flood if eth.dst.is_multicast() && !tagged => match asks_for_gateway(gw, eth) {
             Some(why) => Ok(why),
@@ -82,11 +177,17 @@ pub fn run<O: Observe>(
         _ => return ControlFlow::Continue(action),
     };
     match taken {
+        Ok(GatewayWhy::Unicast) if routes.uplink().is_some_and(|u| u.net == gw.net) => {
+            // The uplink's address: a session's reply, or the switch's own.
+            obs.note(NAME, Note::ForGateway(GatewayWhy::Unicast));
+            route::inbound(routes, nat, cx, eth, obs)
+        }
         Ok(why) => {
             obs.note(NAME, Note::ForGateway(why));
             ControlFlow::Continue(Action::Gateway)
         }
-        Err(why) => {
+        Err(Beyond::Outside) => route::outbound(gw.net, routes, nat, cx, eth, obs),
+        Err(Beyond::Refused(why)) => {
             obs.note(NAME, Note::Dropped(why));
             ControlFlow::Break(Action::Drop(why))
         }
@@ -94,25 +195,31 @@ pub fn run<O: Observe>(
 }
 
 /// A frame sent to the gateway's MAC: for the gateway itself, or to be routed.
-fn to_gateway_mac(gw: &Gateway, routes: &Routes, eth: &Eth) -> Result<GatewayWhy, DropReason> {
+fn to_gateway_mac(gw: &Gateway, routes: &Routes, eth: &Eth) -> Result<GatewayWhy, Beyond> {
     let payload = eth.frame.payload();
+    let no_route = Err(Beyond::Refused(DropReason::NoRoute));
     let dst: IpAddr = match eth.frame.ethertype() {
         EthernetProtocol::Arp => return Ok(GatewayWhy::Unicast),
         EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
             Ok(ip) if Some(ip.dst_addr()) == gw.ipv4 => return Ok(GatewayWhy::Unicast),
             Ok(ip) => ip.dst_addr().into(),
-            Err(_) => return Err(DropReason::NoRoute),
+            Err(_) => return no_route,
         },
         EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(payload) {
             Ok(ip) if gw.is_mine6(ip.dst_addr()) => return Ok(GatewayWhy::Unicast),
             Ok(ip) => ip.dst_addr().into(),
-            Err(_) => return Err(DropReason::NoRoute),
+            Err(_) => return no_route,
         },
-        _ => return Err(DropReason::NoRoute),
+        _ => return no_route,
     };
+    let uplink = routes.uplink().map(|u| u.net);
     match routes.network_of(dst) {
-        Some(n) if n != gw.net => Err(DropReason::Isolated),
-        _ => Err(DropReason::NoRoute),
+        // The uplink's own subnet is outside too.
+        Some(n) if Some(n) == uplink && n != gw.net => Err(Beyond::Outside),
+        Some(n) if n != gw.net => Err(Beyond::Refused(DropReason::Isolated)),
+        Some(_) => no_route,
+        None if dst.is_ipv4() && uplink.is_some() && uplink != Some(gw.net) => Err(Beyond::Outside),
+        None => no_route,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod egress;
 pub mod gateway;
 pub mod learn;
 pub mod lookup;
+pub mod route;
 
 use crate::fdb::{Learn, MacTable, PortId};
 use crate::mac::MacAddr;
@@ -30,7 +31,8 @@ use crate::port::RxFrame;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-pub use gateway::{Gateway, Routes};
+pub use gateway::{Gateway, NetRoute, NextHop, Routes, UplinkRoute};
+pub use route::Nat;
 
 /// What the pipeline decided for a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub enum Action {
     Flood,
     /// To the switch's own host on the network (the services thread).
     Gateway,
+    /// Routed out of a port of another network, with the worker's edit `.1` of this batch
+    /// (new MACs, NAT) applied on the way (the route stage).
+    Routed(PortId, u16),
     Drop(DropReason),
 }
 
@@ -73,6 +78,14 @@ pub enum DropReason {
     NoRoute,
     /// gateway: the services queue was full (a flood of requests to the gateway).
     GatewayBusy,
+    /// route: the next hop, or the endpoint a reply is for, has no known MAC.
+    NoNeighbor,
+    /// route: not something the NAT translates (only TCP, UDP and ICMP echo; no fragments).
+    NatUnsupported,
+    /// route: no session, and not the first packet of one (a TCP segment without SYN).
+    NatNoSession,
+    /// route: the session table or the outside ports are full.
+    NatLimit,
     /// egress: too big for the egress port's MTU.
     TooBigForEgress,
     /// egress: the egress port's transmit ring was full or the write failed.
@@ -80,7 +93,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::RxOverrun,
         DropReason::Runt,
         DropReason::Oversize,
@@ -92,6 +105,10 @@ impl DropReason {
         DropReason::Isolated,
         DropReason::NoRoute,
         DropReason::GatewayBusy,
+        DropReason::NoNeighbor,
+        DropReason::NatUnsupported,
+        DropReason::NatNoSession,
+        DropReason::NatLimit,
         DropReason::TooBigForEgress,
         DropReason::TxError,
     ];
@@ -110,6 +127,10 @@ impl DropReason {
             DropReason::Isolated => "isolated",
             DropReason::NoRoute => "no_route",
             DropReason::GatewayBusy => "gateway_busy",
+            DropReason::NoNeighbor => "no_neighbor",
+            DropReason::NatUnsupported => "nat_unsupported",
+            DropReason::NatNoSession => "nat_no_session",
+            DropReason::NatLimit => "nat_limit",
             DropReason::TooBigForEgress => "too_big_for_egress",
             DropReason::TxError => "tx_error",
         }
@@ -123,6 +144,9 @@ impl DropReason {
             DropReason::PortQuota => learn::NAME,
             DropReason::LinkLocal | DropReason::SamePort => lookup::NAME,
             DropReason::Isolated | DropReason::NoRoute | DropReason::GatewayBusy => gateway::NAME,
+            DropReason::NoNeighbor | DropReason::NatUnsupported | DropReason::NatNoSession | DropReason::NatLimit => {
+                route::NAME
+            }
             DropReason::TooBigForEgress | DropReason::TxError => egress::NAME,
         }
     }
@@ -149,6 +173,8 @@ pub enum Note {
     TooBig(PortId, usize),
     /// egress: handed to the services thread.
     ToServices,
+    /// route: translated and routed out of this port.
+    Routed(PortId),
 }
 
 /// Why the gateway stage took a frame.
@@ -231,18 +257,25 @@ impl Pipeline {
         }
     }
 
-    /// Run one frame through the stages with the network's live table.
+    /// Run one frame through the stages with the network's live table and the worker's NAT.
     #[inline]
-    pub fn run<O: Observe>(&self, env: &Env, cx: &FrameCx, obs: &mut O) -> Action {
+    pub fn run<O: Observe>(&self, env: &Env, nat: &mut Nat, cx: &FrameCx, obs: &mut O) -> Action {
         match self {
-            Pipeline::Bridge(b) => b.run(&*b.table, env, cx, obs),
+            Pipeline::Bridge(b) => b.run(&*b.table, env, nat, cx, obs),
         }
     }
 
-    /// The same over another view of the table (explain's dry run).
-    pub fn run_with<T: Table, O: Observe>(&self, table: &T, env: &Env, cx: &FrameCx, obs: &mut O) -> Action {
+    /// The same over other views of the table and NAT (explain's dry run).
+    pub fn run_with<T: Table, O: Observe>(
+        &self,
+        table: &T,
+        env: &Env,
+        nat: &mut Nat,
+        cx: &FrameCx,
+        obs: &mut O,
+    ) -> Action {
         match self {
-            Pipeline::Bridge(b) => b.run(table, env, cx, obs),
+            Pipeline::Bridge(b) => b.run(table, env, nat, cx, obs),
         }
     }
 
@@ -261,13 +294,13 @@ impl Pipeline {
 
 impl Bridge {
     #[inline]
-    fn run<T: Table, O: Observe>(&self, table: &T, env: &Env, cx: &FrameCx, obs: &mut O) -> Action {
+    fn run<T: Table, O: Observe>(&self, table: &T, env: &Env, nat: &mut Nat, cx: &FrameCx, obs: &mut O) -> Action {
         let mut steps = || -> ControlFlow<Action, Action> {
             let eth = classify::run(cx, obs)?;
             learn::run(table, cx, &eth, obs)?;
             let action = lookup::run(table, cx, &eth, obs)?;
             match &self.gateway {
-                Some(gw) => gateway::run(gw, env.routes, cx, &eth, action, obs),
+                Some(gw) => gateway::run(gw, env.routes, nat, cx, &eth, action, obs),
                 None => ControlFlow::Continue(action),
             }
         };
@@ -301,7 +334,7 @@ pub(crate) mod testing {
         let f = rx(data);
         let cx = FrameCx { frame: &f, in_port, max_frame: 1518, now: 0 };
         let mut rec = Record::default();
-        let a = p.run(&Env { routes }, &cx, &mut rec);
+        let a = p.run(&Env { routes }, &mut Nat::new(1024..=65535, 16), &cx, &mut rec);
         (a, rec.0)
     }
 
@@ -374,7 +407,7 @@ mod tests {
         assert_eq!(a, Action::Drop(DropReason::Runt));
         assert_eq!(notes, [("classify", Note::Dropped(DropReason::Runt))]);
         for why in DropReason::ALL {
-            assert!(["port", "classify", "learn", "lookup", "gateway", "egress"].contains(&why.stage()));
+            assert!(["port", "classify", "learn", "lookup", "gateway", "route", "egress"].contains(&why.stage()));
         }
     }
 }

@@ -109,10 +109,26 @@ fn set_status(slot: *mut u8, s: u32) {
     unsafe { ptr::write_volatile(slot as *mut u32, s) };
 }
 
-/// How the sockets of one port share its traffic across workers.
+/// How the sockets of one port share its traffic across workers: by flow hash, or by a
+/// classic BPF program that names the socket (`steer`).
 #[derive(Default)]
 pub struct Fanout {
     id: Option<u16>,
+    program: Option<Vec<libc::sock_filter>>,
+}
+
+impl Fanout {
+    pub fn steered(program: Vec<libc::sock_filter>) -> Fanout {
+        Fanout { id: None, program: Some(program) }
+    }
+
+    fn mode(&self) -> u32 {
+        if self.program.is_some() {
+            libc::PACKET_FANOUT_CBPF
+        } else {
+            PACKET_FANOUT_HASH
+        }
+    }
 }
 
 /// Frames above this many bytes go out by sendmsg, not through the TX ring.
@@ -244,16 +260,10 @@ impl AfPacketQueue {
     /// Join the port's fanout group (the first queue makes it).
     pub fn join_fanout(&self, f: &mut Fanout) -> io::Result<()> {
         match f.id {
-            Some(id) => setsockopt(
-                &self.fd,
-                SOL_PACKET,
-                PACKET_FANOUT,
-                &(id as u32 | PACKET_FANOUT_HASH << 16),
-                "PACKET_FANOUT",
-            ),
+            Some(id) => setsockopt(&self.fd, SOL_PACKET, PACKET_FANOUT, &(id as u32 | f.mode() << 16), "PACKET_FANOUT"),
             None => {
                 // Let the kernel pick an id no other process uses, then share it.
-                let v = (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+                let v = (f.mode() | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
                 setsockopt(&self.fd, SOL_PACKET, PACKET_FANOUT, &v, "PACKET_FANOUT(unique id)")?;
                 let mut got: u32 = 0;
                 let mut len = 4u32;
@@ -271,6 +281,11 @@ impl AfPacketQueue {
                     return Err(os_err("getsockopt(PACKET_FANOUT)"));
                 }
                 f.id = Some(got as u16);
+                if let Some(p) = &f.program {
+                    // The group's program, given once through its first socket.
+                    let prog = libc::sock_fprog { len: p.len() as u16, filter: p.as_ptr() as *mut libc::sock_filter };
+                    setsockopt(&self.fd, SOL_PACKET, libc::PACKET_FANOUT_DATA, &prog, "PACKET_FANOUT_DATA")?;
+                }
                 Ok(())
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod afpacket;
 pub mod memory;
+pub mod steer;
 pub mod tap;
 
 use crate::frame::{max_frame_for_mtu, VnetHdr, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
@@ -21,6 +22,9 @@ pub enum PortKind {
     AfPacket,
     /// A TAP device, created by the switch unless it already existed.
     Tap,
+    /// The uplink: an existing interface through AF_PACKET, its frames steered to the
+    /// worker whose NAT holds their session (`steer`).
+    Uplink,
 }
 
 impl PortKind {
@@ -28,6 +32,7 @@ impl PortKind {
         match self {
             PortKind::AfPacket => "af_packet",
             PortKind::Tap => "tap",
+            PortKind::Uplink => "uplink",
         }
     }
 }
@@ -253,7 +258,7 @@ pub fn wait_for_closes() {
 /// Open port `name` of `kind` with one queue for each of `workers` workers.
 pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
     match kind {
-        PortKind::AfPacket => {
+        PortKind::AfPacket | PortKind::Uplink => {
             let ifindex = netdev::ifindex(name)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named '{name}'")))?;
             let mtu = netdev::mtu(name)?;
@@ -266,7 +271,14 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
                     .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("opening a queue panicked"))))
                     .collect()
             });
-            let mut fanout = afpacket::Fanout::default();
+            let mut fanout = match kind {
+                PortKind::Uplink => {
+                    let split = vswitch_nat::ports::PortSplit::new(crate::worker::NAT_PORTS, workers);
+                    let (lo, per) = (*split.range(0).start(), split.range(0).len() as u32);
+                    afpacket::Fanout::steered(steer::by_outside_port(lo, per))
+                }
+                _ => afpacket::Fanout::default(),
+            };
             let mut queues = Vec::with_capacity(workers);
             for q in opened {
                 let q = q?;

@@ -8,11 +8,12 @@ use super::link::{Link, Packet};
 use crate::mac::MacAddr;
 use crate::pipeline::gateway::LINK_LOCAL;
 use crate::pipeline::DropReason;
+use crate::pipeline::NextHop;
 use crate::port::PortShared;
 use crate::worker::NetId;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
     Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
@@ -26,7 +27,7 @@ use std::sync::Arc;
 const RX_QUEUE: usize = 256;
 
 /// A gateway's addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct GatewayAddrs {
     pub mac: MacAddr,
     /// Address and prefix length of the network's subnet.
@@ -34,6 +35,8 @@ pub struct GatewayAddrs {
     pub ipv6: Option<(Ipv6Addr, u8)>,
     /// Largest IP packet (the network's MTU).
     pub mtu: usize,
+    /// On the uplink: the next hop, whose MAC this host finds (ARP) for the route stage.
+    pub next_hop: Option<Arc<NextHop>>,
 }
 
 /// The device smoltcp sees: frames queued by the workers in, frames for the workers out.
@@ -120,7 +123,13 @@ pub struct Host {
     iface: Interface,
     wire: Wire,
     sockets: SocketSet<'static>,
+    /// When to ask for the next hop's MAC again (the uplink's host only).
+    resolve_at: Instant,
 }
+
+/// How often the next hop is asked for while unknown, and once known (it may move).
+const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+const RESOLVE_REFRESH: Duration = Duration::from_secs(30);
 
 impl Host {
     pub fn new(net: NetId, addrs: GatewayAddrs, link: Arc<Link>, stats: Arc<PortShared>, now: Instant) -> Host {
@@ -137,11 +146,14 @@ impl Host {
                 let _ = a.push(IpCidr::new(LINK_LOCAL.into(), 64));
             }
         });
-        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]) }
+        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]), resolve_at: now }
     }
 
     /// A frame from a worker for this gateway.
     pub fn receive(&mut self, p: Packet) {
+        if let Some(hop) = &self.addrs.next_hop {
+            learn_next_hop(hop, &p.data);
+        }
         if self.wire.rx.len() >= RX_QUEUE {
             self.wire.busy();
             self.wire.link.recycle(p);
@@ -153,7 +165,15 @@ impl Host {
     /// Answer what came in; returns when smoltcp next wants to be polled, if ever.
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
         let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
-        self.iface.poll_at(now, &self.sockets)
+        let at = self.iface.poll_at(now, &self.sockets);
+        let (Some(hop), Some((me, _))) = (&self.addrs.next_hop, self.addrs.ipv4) else { return at };
+        let Some(target) = hop.addr else { return at };
+        if now >= self.resolve_at {
+            let f = arp_request(EthernetAddress(self.addrs.mac.0), me, target);
+            self.wire.send(0, &f);
+            self.resolve_at = now + if hop.mac().is_some() { RESOLVE_REFRESH } else { RESOLVE_RETRY };
+        }
+        Some(at.map_or(self.resolve_at, |a| a.min(self.resolve_at)))
     }
 
     /// Tell the network where the gateway is: a gratuitous ARP and an unsolicited NA.
@@ -185,6 +205,37 @@ fn ethernet(
     EthernetRepr { src_addr: src, dst_addr: dst, ethertype: ty }.emit(&mut f);
     fill(f.payload_mut());
     buf
+}
+
+/// Note the next hop's MAC from an ARP packet it sent (its reply to us, or any request).
+fn learn_next_hop(hop: &NextHop, frame: &[u8]) {
+    let Ok(f) = EthernetFrame::new_checked(frame) else { return };
+    if f.ethertype() != EthernetProtocol::Arp {
+        return;
+    }
+    let Ok(arp) = ArpPacket::new_checked(f.payload()) else { return };
+    let (Ok(ip), Ok(mac)) =
+        (<[u8; 4]>::try_from(arp.source_protocol_addr()), <[u8; 6]>::try_from(arp.source_hardware_addr()))
+    else {
+        return;
+    };
+    if Some(Ipv4Addr::from(ip)) == hop.addr && mac != [0; 6] && mac[0] & 1 == 0 {
+        hop.set(MacAddr(mac));
+    }
+}
+
+/// Broadcast ARP request asking for `target`'s MAC.
+pub fn arp_request(mac: EthernetAddress, me: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let r = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: me,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    ethernet(EthernetAddress::BROADCAST, mac, EthernetProtocol::Arp, r.buffer_len(), |p| {
+        r.emit(&mut ArpPacket::new_unchecked(p))
+    })
 }
 
 /// Broadcast ARP request for our own address (sender = target): caches update to our MAC.
@@ -243,6 +294,7 @@ mod tests {
             ipv4: Some((Ipv4Addr::new(10, 1, 0, 1), 16)),
             ipv6: Some(("fd00:1::1".parse().unwrap(), 64)),
             mtu: 1500,
+            next_hop: None,
         };
         let stats = Arc::new(PortShared::new(2, 1518));
         (Host::new(3, addrs, link.clone(), stats, Instant::from_millis(0)), link)

@@ -1,0 +1,105 @@
+//! SNAT through the uplink: endpoints on a bridge network reach `world`, a namespace behind
+//! the uplink, by ping, TCP (iperf3 with the default offloads: GSO frames through the NAT)
+//! and UDP, and `world` sees the uplink's address as their source. Two workers, so replies
+//! must be steered to the worker that holds their session.
+
+use std::process::{Child, Stdio};
+use vswitch_integration::*;
+
+const WORLD: &str = "192.0.2.1";
+
+struct Setup {
+    d: Daemon,
+    world: Netns,
+    _uplink: Veth,
+    net: String,
+}
+
+fn setup(extra: &[&str]) -> Setup {
+    let d = Daemon::start(2);
+    let world = Netns::new();
+    let v = Veth::new(&world);
+    world.run(&["ip", "addr", "add", &format!("{WORLD}/24"), "dev", &v.inner]);
+    d.ok(&["uplink", "set", &v.host, "--address", "192.0.2.10/24", "--gateway", WORLD]);
+    let net = net_name();
+    let mut args = vec!["network", "create", &net, "--subnet", "10.59.0.0/24"];
+    args.extend_from_slice(extra);
+    d.ok(&args);
+    Setup { d, world, _uplink: v, net }
+}
+
+fn endpoint(s: &Setup) -> Netns {
+    let ns = Netns::new();
+    s.d.ok(&["network", "connect", &s.net, "--netns", &ns.name]);
+    ns
+}
+
+/// Start `tcpcheck args` in `ns` and wait for its "listening" line.
+fn serve(ns: &Netns, args: &[&str]) -> Child {
+    let bin = tcpcheck_bin();
+    // Bounded: a server whose client never comes fails the test instead of hanging it.
+    let mut cmd = vec!["timeout", "30", bin.to_str().unwrap()];
+    cmd.extend_from_slice(args);
+    let mut c = ns.cmd(&cmd).stdout(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(c.stdout.as_mut().unwrap(), &mut first).unwrap();
+    c
+}
+
+#[test]
+fn endpoints_reach_the_world_with_the_uplinks_address() {
+    let s = setup(&[]);
+    let a = endpoint(&s);
+    assert!(a.wait_ping(WORLD, 10), "no ping through the NAT:\n{}", s.d.log());
+
+    // TCP: every byte arrives, from the uplink's address.
+    let srv = serve(&s.world, &["serve", "5001", "0"]);
+    let bin = tcpcheck_bin();
+    let sent = a.output(&["timeout", "20", bin.to_str().unwrap(), "send", WORLD, "5001", "20"]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+    assert!(got.contains("from 192.0.2.10:"), "world saw another source: {got}");
+    assert_eq!(got.lines().last(), String::from_utf8_lossy(&sent.stdout).lines().last(), "bytes differ");
+
+    // UDP: the question and its answer.
+    let srv = serve(&s.world, &["udp-serve", "5353"]);
+    let asked = a.output(&[bin.to_str().unwrap(), "udp-ask", WORLD, "5353"]);
+    assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), "are you there", "{asked:?}");
+    let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+    assert!(got.contains("from 192.0.2.10:"), "{got}");
+
+    // A stream of GSO frames, translated whole.
+    let (gbps, _) = iperf(&a, &s.world, WORLD, 2);
+    assert!(gbps > 0.5, "{gbps} Gbit/s through the NAT");
+}
+
+#[test]
+fn many_flows_find_their_way_back_whichever_worker_they_land_on() {
+    let s = setup(&[]);
+    let a = endpoint(&s);
+    assert!(a.wait_ping(WORLD, 10));
+    // Ports spread over both workers' slices: each reply must reach its session's owner.
+    let bin = tcpcheck_bin();
+    for port in 6000..6012 {
+        let p = port.to_string();
+        let srv = serve(&s.world, &["udp-serve", &p]);
+        let asked = a.output(&[bin.to_str().unwrap(), "udp-ask", WORLD, &p]);
+        assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), "are you there", "port {p}: {asked:?}");
+        srv.wait_with_output().unwrap();
+    }
+}
+
+#[test]
+fn internal_networks_have_no_way_out_and_unsolicited_packets_no_way_in() {
+    let s = setup(&["--internal"]);
+    let a = endpoint(&s);
+    let port = s.d.json(&["network", "inspect", &s.net])[0]["endpoints"][0]["name"].as_str().unwrap().to_string();
+    // An internal network's endpoints get no default route: give one, to knock on the door.
+    a.run(&["ip", "route", "add", "default", "via", "10.59.0.1"]);
+    assert!(!a.ping(WORLD, 2), "an internal network reached the outside");
+    assert_eq!(s.d.drops(&port, "no_route"), 2);
+    // world knocks on the uplink's address: no session, nothing reaches the endpoint.
+    let bin = tcpcheck_bin();
+    let knock = s.world.output(&[bin.to_str().unwrap(), "udp-ask", "192.0.2.10", "9"]);
+    assert!(!knock.status.success(), "an unsolicited datagram was answered");
+}

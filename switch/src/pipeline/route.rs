@@ -1,0 +1,165 @@
+//! route: IPv4 between a bridge network and the uplink, through the NAT (`vswitch-nat`).
+//! Out: what the gateway stage found addressed beyond every network leaves by the uplink
+//! with the uplink's address and a port of this worker's slice (masquerade), toward the
+//! uplink's next hop. Back: what reaches the uplink's address and belongs to a session goes
+//! to its endpoint, from the endpoint's gateway. Anything else to the uplink's address is
+//! the switch's own (ARP, ping): the gateway keeps it.
+//!
+//! Frames are never written in their receive ring: the stage records an [`Edit`] (new MACs,
+//! and what the NAT changes in the IP and L4 headers) and egress sends the edited headers
+//! followed by the untouched rest of the frame, so a 64 KB GSO frame costs what a small one
+//! does. Each worker has its own connection table: its outside ports are its own slice of
+//! the range (`nat::ports::PortSplit`), and the uplink's fanout hands each reply to the
+//! worker whose slice holds its destination port, so no table is shared.
+
+use super::classify::Eth;
+use super::gateway::{NetRoute, Routes};
+use super::{Action, DropReason, FrameCx, Note, Observe};
+use crate::fdb::PortId;
+use crate::mac::MacAddr;
+use crate::worker::NetId;
+use smoltcp::wire::EthernetProtocol;
+use std::ops::ControlFlow;
+use std::ops::RangeInclusive;
+use vswitch_nat::{Config, Conntrack, Csum, Decision, Dir, Refused, Verdict};
+
+pub const NAME: &str = "route";
+
+/// Ethernet header bytes before the IPv4 header (routed frames are never tagged).
+pub const ETH_HLEN: usize = 14;
+/// The most header bytes an edit may cover: an ICMP error is edited whole.
+pub const MAX_EDIT: usize = 1600;
+
+/// A routed frame's new MAC addresses and IP/L4 changes, applied by egress to a copy of
+/// the frame's headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Edit {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    pub nat: vswitch_nat::Edit,
+    pub csum: Csum,
+}
+
+impl Edit {
+    /// Bytes of the frame the edited copy replaces.
+    pub fn len(&self) -> usize {
+        ETH_HLEN + self.nat.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Write the edited headers of `frame` into `out` (at least `len()` bytes).
+    pub fn write(&self, frame: &[u8], out: &mut [u8]) {
+        let n = self.len();
+        out[..n].copy_from_slice(&frame[..n]);
+        out[0..6].copy_from_slice(&self.dst.0);
+        out[6..12].copy_from_slice(&self.src.0);
+        self.nat.apply(&mut out[ETH_HLEN..n], self.csum);
+    }
+}
+
+/// A worker's NAT: its connection table, and the edits of the batch in flight.
+pub struct Nat {
+    pub table: Conntrack,
+    edits: Vec<Edit>,
+}
+
+impl Nat {
+    /// A table for the outside ports `ports`, holding up to `max_sessions`.
+    pub fn new(ports: RangeInclusive<u16>, max_sessions: u32) -> Nat {
+        Nat { table: Conntrack::new(Config { max_sessions, ports, ..Config::default() }), edits: Vec::new() }
+    }
+
+    /// Forget the last batch's edits (the vector keeps its room).
+    pub fn start_batch(&mut self) {
+        self.edits.clear();
+    }
+
+    pub fn edit(&self, i: u16) -> &Edit {
+        &self.edits[i as usize]
+    }
+
+    fn push(&mut self, e: Edit) -> u16 {
+        self.edits.push(e);
+        (self.edits.len() - 1) as u16
+    }
+}
+
+/// A frame the gateway stage found addressed beyond every network, from network `net`.
+#[inline]
+pub fn outbound<O: Observe>(
+    net: NetId,
+    routes: &Routes,
+    nat: &mut Nat,
+    cx: &FrameCx,
+    eth: &Eth,
+    obs: &mut O,
+) -> ControlFlow<Action, Action> {
+    let drop = |why: DropReason, obs: &mut O| {
+        obs.note(NAME, Note::Dropped(why));
+        ControlFlow::Break(Action::Drop(why))
+    };
+    let (Some(up), Some(here)) = (routes.uplink(), routes.net(net)) else { return drop(DropReason::NoRoute, obs) };
+    if here.internal || eth.frame.ethertype() != EthernetProtocol::Ipv4 {
+        return drop(DropReason::NoRoute, obs);
+    }
+    let Some(next_hop) = up.next_hop_mac() else { return drop(DropReason::NoNeighbor, obs) };
+    let decide = |_: &_| Decision::Translate { tag: net, snat: Some(up.addr), dnat: None };
+    match nat.table.track(eth.frame.payload(), cx.now, decide) {
+        (Verdict::Translated(Dir::Orig), Some(e)) if e.len() + ETH_HLEN <= MAX_EDIT => {
+            let csum = if cx.frame.vnet.needs_csum() { Csum::Partial } else { Csum::Full };
+            let i = nat.push(Edit { dst: next_hop, src: up.mac, nat: e, csum });
+            obs.note(NAME, Note::Routed(up.port));
+            ControlFlow::Break(Action::Routed(up.port, i))
+        }
+        (Verdict::Dropped(why), _) => drop(refused(why), obs),
+        // A reply leaving from inside (published ports) is not routed yet.
+        _ => drop(DropReason::NoRoute, obs),
+    }
+}
+
+/// A frame on the uplink network for the uplink's own MAC and address: a session's reply
+/// goes to its endpoint; everything else stays with the gateway (the switch's host).
+#[inline]
+pub fn inbound<O: Observe>(
+    routes: &Routes,
+    nat: &mut Nat,
+    cx: &FrameCx,
+    eth: &Eth,
+    obs: &mut O,
+) -> ControlFlow<Action, Action> {
+    let keep = ControlFlow::Continue(Action::Gateway);
+    if eth.frame.ethertype() != EthernetProtocol::Ipv4 {
+        return keep;
+    }
+    let (verdict, edit) = nat.table.track(eth.frame.payload(), cx.now, |_| Decision::Pass);
+    let (Verdict::Translated(Dir::Reply), Some(e)) = (verdict, edit) else { return keep };
+    let to = e.destination();
+    let found = routes.network_of(to.into()).and_then(|n| Some((routes.net(n)?, n)));
+    let Some((NetRoute { gateway_mac, neighbors, table, .. }, _)) = found else {
+        obs.note(NAME, Note::Dropped(DropReason::NoNeighbor));
+        return ControlFlow::Break(Action::Drop(DropReason::NoNeighbor));
+    };
+    let found: Option<(MacAddr, PortId)> = neighbors.get(&to).and_then(|&mac| Some((mac, table.lookup(mac)?)));
+    let Some((mac, port)) = found else {
+        obs.note(NAME, Note::Dropped(DropReason::NoNeighbor));
+        return ControlFlow::Break(Action::Drop(DropReason::NoNeighbor));
+    };
+    if e.len() + ETH_HLEN > MAX_EDIT {
+        return ControlFlow::Break(Action::Drop(DropReason::NatUnsupported));
+    }
+    let csum = if cx.frame.vnet.needs_csum() { Csum::Partial } else { Csum::Full };
+    let i = nat.push(Edit { dst: mac, src: *gateway_mac, nat: e, csum });
+    obs.note(NAME, Note::Routed(port));
+    ControlFlow::Break(Action::Routed(port, i))
+}
+
+fn refused(why: Refused) -> DropReason {
+    match why {
+        Refused::Unsupported(_) => DropReason::NatUnsupported,
+        Refused::NoSession | Refused::Policy => DropReason::NatNoSession,
+        Refused::SessionLimit | Refused::PortsExhausted | Refused::Clash => DropReason::NatLimit,
+    }
+}
