@@ -68,6 +68,11 @@ fn endpoints_reach_the_world_with_the_uplinks_address() {
     let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
     assert!(got.contains("from 192.0.2.10:"), "{got}");
 
+    // An ICMP error about a translated flow comes back translated, inner header and all:
+    // the endpoint's socket hears "port unreachable" for the datagram it sent.
+    let refused = a.output(&[bin.to_str().unwrap(), "udp-ask", WORLD, "5999"]);
+    assert_eq!(String::from_utf8_lossy(&refused.stdout).trim(), "refused", "{refused:?}");
+
     // A stream of GSO frames, translated whole.
     let (gbps, _) = iperf(&a, &s.world, WORLD, 2);
     assert!(gbps > 0.5, "{gbps} Gbit/s through the NAT");
@@ -98,8 +103,12 @@ fn internal_networks_have_no_way_out_and_unsolicited_packets_no_way_in() {
     a.run(&["ip", "route", "add", "default", "via", "10.59.0.1"]);
     assert!(!a.ping(WORLD, 2), "an internal network reached the outside");
     assert_eq!(s.d.drops(&port, "no_route"), 2);
-    // world knocks on the uplink's address: no session, nothing reaches the endpoint.
+    // world knocks on the uplink's address: no session, so the switch's own host answers
+    // (port unreachable), and nothing reaches the endpoint.
     let bin = tcpcheck_bin();
+    let mut srv = serve(&a, &["udp-serve", "9"]);
     let knock = s.world.output(&[bin.to_str().unwrap(), "udp-ask", "192.0.2.10", "9"]);
-    assert!(!knock.status.success(), "an unsolicited datagram was answered");
+    assert_eq!(String::from_utf8_lossy(&knock.stdout).trim(), "refused", "{knock:?}");
+    let _ = srv.kill();
+    let _ = srv.wait();
 }

@@ -70,11 +70,16 @@ fn main() {
             return;
         }
         Some("udp-ask") => {
+            // Connected, so an ICMP port unreachable comes back as "refused".
             let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             u.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
-            u.send_to(b"are you there", (a[2].as_str(), a[3].parse::<u16>().unwrap())).unwrap();
-            let n = u.recv(&mut buf).unwrap();
-            println!("{}", String::from_utf8_lossy(&buf[..n]));
+            u.connect((a[2].as_str(), a[3].parse::<u16>().unwrap())).unwrap();
+            u.send(b"are you there").unwrap();
+            match u.recv(&mut buf) {
+                Ok(n) => println!("{}", String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => println!("refused"),
+                Err(e) => panic!("no answer: {e}"),
+            }
             return;
         }
         _ => {
