@@ -68,6 +68,18 @@ fn endpoints_reach_the_world_with_the_uplinks_address() {
     let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
     assert!(got.contains("from 192.0.2.10:"), "{got}");
 
+    // The connection table shows both flows, as the outside saw them.
+    let v = s.d.json(&["nat", "sessions", "--network", &s.net]);
+    let sessions = v["sessions"].as_array().unwrap();
+    let tcp =
+        sessions.iter().find(|x| x["proto"] == "tcp" && x["remote"] == "192.0.2.1:5001").expect("the TCP session");
+    assert!(tcp["inside"].as_str().unwrap().starts_with("10.59.0.2:"), "{tcp}");
+    assert!(tcp["outside"].as_str().unwrap().starts_with("192.0.2.10:"), "{tcp}");
+    assert!(["fin_wait", "time_wait"].contains(&tcp["state"].as_str().unwrap()), "closed: {tcp}");
+    assert!(sessions.iter().any(|x| x["proto"] == "udp" && x["remote"] == "192.0.2.1:5353" && x["state"] == "replied"));
+    assert!(v["counters"]["created"].as_u64().unwrap() >= 3, "{v}");
+    assert!(s.d.fails(&["nat", "sessions", "--network", "nosuch"]).contains("nosuch"));
+
     // An ICMP error about a translated flow comes back translated, inner header and all:
     // the endpoint's socket hears "port unreachable" for the datagram it sent.
     let refused = a.output(&[bin.to_str().unwrap(), "udp-ask", WORLD, "5999"]);
@@ -109,6 +121,8 @@ fn internal_networks_have_no_way_out_and_unsolicited_packets_no_way_in() {
     let mut srv = serve(&a, &["udp-serve", "9"]);
     let knock = s.world.output(&[bin.to_str().unwrap(), "udp-ask", "192.0.2.10", "9"]);
     assert_eq!(String::from_utf8_lossy(&knock.stdout).trim(), "refused", "{knock:?}");
-    let _ = srv.kill();
+    // SIGTERM, which `timeout` passes on to the server (SIGKILL would orphan it).
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(srv.id() as i32, libc::SIGTERM) };
     let _ = srv.wait();
 }

@@ -13,6 +13,7 @@ use crate::worker::{Cmd, Fault, NetId, NewPort, Waker, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use vswitch_nat::{SessionInfo, Stats as NatStats};
 
 struct WorkerHandle {
     cmds: Sender<Cmd>,
@@ -112,6 +113,19 @@ impl Dataplane {
     /// Hand every worker the traces now running; returns once all of them use the new list.
     pub fn set_traces(&self, traces: Arc<[Arc<Tracer>]>) {
         self.send_all_and_wait(|done| Cmd::SetTraces { traces: traces.clone(), done });
+    }
+
+    /// Every worker's NAT sessions (at most `limit` from each), with the worker's index, and
+    /// its counters.
+    pub fn nat_sessions(&self, limit: usize) -> Vec<(usize, Vec<SessionInfo>, NatStats)> {
+        let (reply, got) = crossbeam_channel::bounded(self.workers.len());
+        for w in &self.workers {
+            self.send(w, Cmd::NatSessions { limit, reply: reply.clone() });
+        }
+        drop(reply);
+        let mut all: Vec<_> = got.iter().collect();
+        all.sort_by_key(|(w, _, _)| *w);
+        all
     }
 
     pub fn stop(&mut self) {

@@ -68,6 +68,46 @@ pub enum Request {
     },
     UplinkShow,
     UplinkRm,
+    /// The NAT's connection table.
+    NatSessions {
+        network: Option<String>,
+    },
+}
+
+/// One NAT session as `vswitch nat sessions` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NatSession {
+    pub network: String,
+    pub proto: String,
+    /// The endpoint's address and port.
+    pub inside: String,
+    /// What the outside sees: the uplink's address and the port handed out.
+    pub outside: String,
+    /// The far end.
+    pub remote: String,
+    pub state: String,
+    pub idle_secs: u32,
+    /// The worker whose table holds it.
+    pub worker: usize,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct NatCounters {
+    pub created: u64,
+    pub expired: u64,
+    pub removed: u64,
+    pub session_limit: u64,
+    pub ports_exhausted: u64,
+    pub clash: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NatSessions {
+    pub sessions: Vec<NatSession>,
+    /// Summed over the workers.
+    pub counters: NatCounters,
+    /// More sessions exist than were listed.
+    pub truncated: bool,
 }
 
 /// The uplink as `vswitch uplink` shows it.

@@ -54,6 +54,11 @@ pub enum Cmd {
         port: PortId,
         done: Sender<()>,
     },
+    /// Send (a copy of) this worker's NAT sessions, at most `limit`, and its counters.
+    NatSessions {
+        limit: usize,
+        reply: Sender<(usize, Vec<vswitch_nat::SessionInfo>, vswitch_nat::Stats)>,
+    },
     /// The traces now running (replaces the list); answer on `done` once applied.
     SetTraces {
         traces: Arc<[Arc<Tracer>]>,
@@ -285,6 +290,10 @@ impl Worker {
                 }
                 self.rebuild_readers();
                 let _ = done.send(());
+            }
+            Cmd::NatSessions { limit, reply } => {
+                let t = &self.nat.table;
+                let _ = reply.send((self.index, t.sessions().take(limit).collect(), t.stats));
             }
             Cmd::SetTraces { traces, done } => {
                 self.tx.traces = traces;

@@ -87,6 +87,9 @@ pub enum Command {
         vswitch uplink rm"
     )]
     Uplink(UplinkArgs),
+    /// Look into the NAT (see: vswitch nat sessions --help)
+    #[command(subcommand)]
+    Nat(NatCmd),
     /// Remove sandboxes: stop their process, disconnect them, remove their namespace
     Rm {
         #[arg(required = true)]
@@ -243,6 +246,19 @@ pub struct UplinkArgs {
     cmd: Option<UplinkCmd>,
     #[command(flatten)]
     json: Json,
+}
+
+#[derive(Subcommand)]
+pub enum NatCmd {
+    /// The connection table: each session's endpoint, its address and port outside, the far
+    /// end, its state and how long it has been idle
+    Sessions {
+        /// Only this network's sessions.
+        #[arg(long)]
+        network: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
 }
 
 #[derive(Subcommand)]
@@ -428,6 +444,23 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                         vec![vec![u.interface, u.address, gw, u.mac.to_string()]],
                     );
                 }
+            }
+        }
+        Command::Nat(NatCmd::Sessions { network, json }) => {
+            let v = rpc(Request::NatSessions { network })?;
+            if json.json {
+                print_json(&v)?;
+                return Ok(0);
+            }
+            let n: NatSessions = from(v)?;
+            let rows = n
+                .sessions
+                .into_iter()
+                .map(|s| vec![s.proto, s.inside, s.outside, s.remote, s.state, format!("{}s", s.idle_secs), s.network])
+                .collect();
+            table(&["PROTO", "INSIDE", "OUTSIDE", "REMOTE", "STATE", "IDLE", "NETWORK"], rows);
+            if n.truncated {
+                println!("(more sessions than shown)");
             }
         }
         Command::Ps(j) => {

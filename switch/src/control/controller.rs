@@ -481,6 +481,7 @@ impl Controller {
             Request::UplinkSet { iface, address, gateway } => self.uplink_set(&iface, address, gateway),
             Request::UplinkShow => self.uplink_show(),
             Request::UplinkRm => self.uplink_rm(),
+            Request::NatSessions { network } => self.nat_sessions(network.as_deref()),
             Request::Trace(_) => {
                 Err(Error::invalid("a trace needs a connection of its own (see: vswitch trace --help)"))
             }
@@ -768,6 +769,36 @@ impl Controller {
         })?;
         info!(interface = ports.join(","), "uplink removed");
         json(serde_json::json!({ "removed": ports }))
+    }
+
+    /// The workers' connection tables, one list.
+    fn nat_sessions(&self, network: Option<&str>) -> Result<Value> {
+        const LIMIT: usize = 100_000;
+        let only = network.map(|n| self.live(n).map(|l| l.id)).transpose()?;
+        let names: HashMap<NetId, &str> = self.nets.iter().map(|(n, l)| (l.id, n.as_str())).collect();
+        let now = clock::now();
+        let mut out = NatSessions { sessions: vec![], counters: NatCounters::default(), truncated: false };
+        for (worker, sessions, st) in self.dp.nat_sessions(LIMIT) {
+            out.truncated |= sessions.len() == LIMIT;
+            let c = &mut out.counters;
+            c.created += st.created;
+            c.expired += st.expired;
+            c.removed += st.removed;
+            c.session_limit += st.session_limit;
+            c.ports_exhausted += st.ports_exhausted;
+            c.clash += st.clash;
+            out.sessions.extend(sessions.iter().filter(|s| only.is_none_or(|n| n == s.tag)).map(|s| NatSession {
+                network: names.get(&s.tag).map_or_else(|| format!("#{}", s.tag), |n| n.to_string()),
+                proto: s.orig.proto.name().into(),
+                inside: s.orig.src.to_string(),
+                outside: s.reply.dst.to_string(),
+                remote: s.orig.dst.to_string(),
+                state: s.state.name().into(),
+                idle_secs: now.saturating_sub(s.last_seen),
+                worker,
+            }));
+        }
+        json(out)
     }
 
     /// Refuse to treat the uplink as an ordinary network.
