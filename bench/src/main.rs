@@ -3,6 +3,7 @@
 //! network namespaces of its own and removes again, also on Ctrl-C or a failure.
 
 mod gen;
+mod nat;
 mod relay;
 mod report;
 mod scenario;
@@ -220,6 +221,7 @@ fn bench(args: Args) -> Res<()> {
         }
     }
     progress.finish();
+    let nat = if scenarios.contains(&Scenario::Nat) { Some(nat::run_scenario(&lab, secs, rounds)?) } else { None };
     let soak = if soaking {
         eprintln!(
             "soak: {secs} s at full rate with port churn and CLI calls (sampled every {:.0} s)",
@@ -241,6 +243,9 @@ fn bench(args: Args) -> Res<()> {
     if let Some(r) = &soak {
         print!("{}", soak::table(r));
     }
+    if let Some(r) = &nat {
+        print!("{}", nat::table(r));
+    }
     if !cases.is_empty() {
         print!("{}", report::targets_table(&targets));
     }
@@ -258,6 +263,7 @@ fn bench(args: Args) -> Res<()> {
             "summary": sums,
             "targets": targets,
             "soak": soak,
+            "nat": nat,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v).expect("json") + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

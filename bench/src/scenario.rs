@@ -32,6 +32,9 @@ pub enum Scenario {
     /// vswitch alone for --secs at full rate, a port connected and disconnected and CLI calls
     /// in a loop: RSS, fds, threads and drops sampled over time (flat lines pass)
     Soak,
+    /// TCP from an endpoint to a world namespace through SNAT: vswitch's uplink against a
+    /// Linux bridge with iptables MASQUERADE in a router namespace (Docker's datapath)
+    Nat,
 }
 
 /// The gateway address of the benchmark's network (the hosts are 10.203.0.0/16).
@@ -153,7 +156,7 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
                 cases.push(case(s, "ping gateway", Measure::GatewayPing, 2, &sw));
                 cases.push(case(s, "ARP for gateway", Measure::GatewayArp, 2, &sw));
             }
-            Scenario::Soak => {} // not a list of cases: see soak.rs
+            Scenario::Soak | Scenario::Nat => {} // not lists of cases: see soak.rs, nat.rs
             Scenario::Trace => {
                 let sw = [Switch::Bridge, vswitch, Switch::Vswitch { workers: 0, traced: true }];
                 cases.push(case(s, "tcp", Measure::Tcp { streams: 1 }, 2, &sw));

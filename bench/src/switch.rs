@@ -237,6 +237,12 @@ impl Lab {
         Err("vswitch trace did not start within 5 s".into())
     }
 
+    /// The vswitch under test with no network yet (a scenario sets up its own); stopped
+    /// when the guard goes.
+    pub fn start_daemon(&self) -> Res<DaemonGuard> {
+        Ok(DaemonGuard(self.spawn_daemon(&self.vswitch, 0)?))
+    }
+
     /// A CLI call to the vswitch under test.
     pub fn vs_current(&self, args: &[&str]) -> Res<String> {
         self.vs(&self.vswitch, args)
@@ -302,6 +308,14 @@ impl Drop for Attached<'_> {
 }
 
 /// Signal a child and reap it; SIGKILL if it has not gone within 5 s (cleanup must end).
+pub struct DaemonGuard(Child);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        stop_child(&mut self.0, libc::SIGTERM);
+    }
+}
+
 fn stop_child(c: &mut Child, sig: i32) {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(c.id() as i32, sig) };

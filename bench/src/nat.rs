@@ -1,0 +1,172 @@
+//! The `nat` scenario: TCP from an endpoint to `world` through SNAT, side by side with the
+//! kernel doing what Docker's bridge driver has it do: a Linux bridge holding the gateway
+//! address plus iptables MASQUERADE, in a router namespace of its own (the machine's own
+//! namespace, forwarding sysctl and iptables are never touched). Rounds are interleaved
+//! (kernel, vswitch, kernel, vswitch...) and medians compared.
+//!
+//! ```text
+//!  kernel:  [endpoint ns] --veth-- [router ns: br0 10.205.0.1, MASQUERADE] --veth-- [world ns]
+//!  vswitch: [endpoint ns] --veth-- vswitch (network natbench, uplink 192.0.2.10) --veth-- [world ns]
+//! ```
+
+use crate::scenario::{self, Measure};
+use crate::switch::Lab;
+use crate::sys::{run, run_in, Res};
+use crate::topo::Host;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+const WORLD: &str = "192.0.2.1";
+const UPLINK: &str = "192.0.2.10";
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Report {
+    /// Gbit/s per round.
+    pub kernel_gbps: Vec<f64>,
+    pub vswitch_gbps: Vec<f64>,
+    pub kernel_median: f64,
+    pub vswitch_median: f64,
+    pub ratio: f64,
+}
+
+/// The namespaces and links of both sides; removed on drop, also on failure.
+struct Topo {
+    id: u32,
+    namespaces: Vec<String>,
+    links: Vec<String>,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for l in &self.links {
+            let _ = run(&["ip", "link", "del", l]);
+        }
+        for n in &self.namespaces {
+            let _ = run(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+impl Topo {
+    fn ns(&mut self, name: &str) -> Res<String> {
+        let ns = format!("vsbench-{}-{name}", self.id);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A veth pair: `a` in namespace `ns_a` (or the root one), `b` in `ns_b`.
+    fn veth(&mut self, a: &str, ns_a: Option<&str>, b: &str, ns_b: &str) -> Res<()> {
+        run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
+        match ns_a {
+            Some(ns) => run(&["ip", "link", "set", a, "netns", ns])?,
+            None => {
+                self.links.push(a.to_string());
+                run(&["sysctl", "-qw", &format!("net.ipv6.conf.{a}.disable_ipv6=1")])?;
+                run(&["ip", "link", "set", a, "up"])?
+            }
+        };
+        run_in(ns_b, &["ip", "link", "set", b, "up"])?;
+        if let Some(ns) = ns_a {
+            run_in(ns, &["ip", "link", "set", a, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+fn host(ns: &str, ip: &str) -> Host {
+    Host { ns: ns.into(), port: String::new(), iface: "eth0".into(), ip: ip.into(), mac: String::new() }
+}
+
+/// Build both sides, then measure one TCP stream through each, `rounds` times in turn.
+pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
+    crate::sys::require_tools(&[("iptables", "iptables"), ("iperf3", "iperf3")])?;
+    let id = std::process::id() % 100_000;
+    let mut t = Topo { id, namespaces: vec![], links: vec![] };
+    // The kernel: a router namespace with a bridge and MASQUERADE, as Docker sets it up.
+    let (ek, router, wk) = (t.ns("nat-ek")?, t.ns("nat-router")?, t.ns("nat-wk")?);
+    run_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
+    run_in(&router, &["ip", "addr", "add", "10.205.0.1/24", "dev", "br0"])?;
+    run_in(&router, &["ip", "link", "set", "br0", "up"])?;
+    run(&["ip", "-n", &router, "link", "add", "ek", "type", "veth", "peer", "name", "eth0", "netns", &ek])?;
+    run_in(&router, &["ip", "link", "set", "ek", "master", "br0", "up"])?;
+    run_in(&ek, &["ip", "link", "set", "eth0", "up"])?;
+    run_in(&ek, &["ip", "addr", "add", "10.205.0.2/24", "dev", "eth0"])?;
+    run_in(&ek, &["ip", "route", "add", "default", "via", "10.205.0.1"])?;
+    run(&["ip", "-n", &router, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &wk])?;
+    run_in(&router, &["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", "up0"])?;
+    run_in(&router, &["ip", "link", "set", "up0", "up"])?;
+    run_in(&wk, &["ip", "link", "set", "eth0", "up"])?;
+    run_in(&wk, &["ip", "addr", "add", &format!("{WORLD}/24"), "dev", "eth0"])?;
+    run_in(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    run_in(
+        &router,
+        &["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.205.0.0/24", "-o", "up0", "-j", "MASQUERADE"],
+    )?;
+
+    // vswitch: the same, with the switch as bridge, gateway and NAT.
+    let (ev, wv) = (t.ns("nat-ev")?, t.ns("nat-wv")?);
+    let up = format!("vbn{id}up");
+    t.veth(&up, None, "eth0", &wv)?;
+    run_in(&wv, &["ip", "addr", "add", &format!("{WORLD}/24"), "dev", "eth0"])?;
+    let _daemon = lab.start_daemon()?;
+    lab.vs_current(&["uplink", "set", &up, "--address", &format!("{UPLINK}/24"), "--gateway", WORLD])?;
+    lab.vs_current(&["network", "create", "natbench", "--subnet", "10.206.0.0/24"])?;
+    lab.vs_current(&["network", "connect", "natbench", "--netns", &ev])?;
+
+    let sides = [(host(&ek, "10.205.0.2"), host(&wk, WORLD)), (host(&ev, "10.206.0.2"), host(&wv, WORLD))];
+    for (a, b) in &sides {
+        scenario_ping(a, b)?;
+    }
+    let mut r =
+        Report { kernel_gbps: vec![], vswitch_gbps: vec![], kernel_median: 0.0, vswitch_median: 0.0, ratio: 0.0 };
+    for round in 1..=rounds {
+        for (i, (a, b)) in sides.iter().enumerate() {
+            crate::sys::check_interrupted()?;
+            eprintln!("nat round {round}/{rounds}: {}", if i == 0 { "kernel" } else { "vswitch" });
+            let m = scenario::measure(Measure::Tcp { streams: 1 }, a, b, secs, false)?;
+            let g = m.get("gbps").copied().unwrap_or(0.0);
+            if i == 0 {
+                r.kernel_gbps.push(g)
+            } else {
+                r.vswitch_gbps.push(g)
+            }
+        }
+    }
+    r.kernel_median = median(&r.kernel_gbps);
+    r.vswitch_median = median(&r.vswitch_gbps);
+    r.ratio = if r.kernel_median > 0.0 { r.vswitch_median / r.kernel_median } else { 0.0 };
+    Ok(r)
+}
+
+/// Until the endpoint reaches the world (ARP, the next hop, the first session).
+fn scenario_ping(a: &Host, b: &Host) -> Res<()> {
+    for _ in 0..20 {
+        if run_in(&a.ns, &["ping", "-c1", "-W1", "-q", &b.ip]).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(format!("{} cannot reach {} through the NAT", a.ns, b.ip))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        0.0
+    } else {
+        s[s.len() / 2]
+    }
+}
+
+pub fn table(r: &Report) -> String {
+    let mut out = String::from("\n### nat: TCP, 1 stream, endpoint to world through SNAT (Gbit/s)\n\n");
+    let _ = writeln!(out, "| switch | rounds | median |");
+    let _ = writeln!(out, "|---|---|---|");
+    let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "| kernel (bridge + MASQUERADE) | {} | {:.2} |", fmt(&r.kernel_gbps), r.kernel_median);
+    let _ = writeln!(out, "| vswitch | {} | {:.2} |", fmt(&r.vswitch_gbps), r.vswitch_median);
+    let _ = writeln!(out, "\nvswitch / kernel: {:.2}x (target >= 0.8x)", r.ratio);
+    out
+}
