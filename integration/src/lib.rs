@@ -237,6 +237,8 @@ pub struct Daemon {
     pub nofile: Option<u64>,
     /// Run it with this umask.
     pub umask: Option<u32>,
+    /// More arguments for `vswitch daemon`.
+    pub args: Vec<String>,
 }
 
 /// Poll `check` every 50 ms until it holds or `secs` pass; returns whether it held.
@@ -264,7 +266,14 @@ impl Daemon {
     /// A daemon not started yet: set it up (its state directory, limits), then `launch`.
     pub fn unstarted(workers: usize) -> Daemon {
         require_root();
-        Daemon { child: None, dir: tempfile::tempdir().expect("tempdir"), workers, nofile: None, umask: None }
+        Daemon {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            workers,
+            nofile: None,
+            umask: None,
+            args: vec![],
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -312,6 +321,7 @@ impl Daemon {
             .arg(self.state_dir())
             .arg("--workers")
             .arg(self.workers.to_string())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log);
         let (nofile, mask) = (self.nofile, self.umask);

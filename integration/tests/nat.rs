@@ -16,7 +16,13 @@ struct Setup {
 }
 
 fn setup(extra: &[&str]) -> Setup {
-    let d = Daemon::start(2);
+    setup_with(extra, &[])
+}
+
+fn setup_with(extra: &[&str], daemon_args: &[&str]) -> Setup {
+    let mut d = Daemon::unstarted(2);
+    d.args = daemon_args.iter().map(|a| a.to_string()).collect();
+    d.launch();
     let world = Netns::new();
     let v = Veth::new(&world);
     world.run(&["ip", "addr", "add", &format!("{WORLD}/24"), "dev", &v.inner]);
@@ -125,4 +131,20 @@ fn internal_networks_have_no_way_out_and_unsolicited_packets_no_way_in() {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(srv.id() as i32, libc::SIGTERM) };
     let _ = srv.wait();
+}
+
+#[test]
+fn idle_sessions_expire_and_the_nat_works_after_a_restart() {
+    let mut s = setup_with(&[], &["--nat-timeout", "2"]);
+    let a = endpoint(&s);
+    assert!(a.wait_ping(WORLD, 10));
+    let count = |s: &Setup| s.d.json(&["nat", "sessions"])["sessions"].as_array().unwrap().len();
+    assert!(count(&s) >= 1, "the ping's session");
+    // Idle past the timeout (expiry runs once a second): gone, and counted.
+    assert!(eventually(6, || count(&s) == 0), "sessions outlived their timeout");
+    assert!(s.d.json(&["nat", "sessions"])["counters"]["expired"].as_u64().unwrap() >= 1);
+    // After a restart the uplink, the network and the NAT are back.
+    s.d.stop();
+    s.d.launch();
+    assert!(a.wait_ping(WORLD, 10), "no way out after a restart:\n{}", s.d.log());
 }

@@ -192,6 +192,11 @@ impl Conntrack {
         &self.cfg
     }
 
+    /// New timeouts; sessions already placed in an expiry list go by the new ones too.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.cfg.timeouts = t;
+    }
+
     /// Bytes the table has allocated (sessions, free list, index), whether used or not.
     pub fn memory(&self) -> usize {
         self.sessions.capacity() * std::mem::size_of::<Session>()

@@ -115,6 +115,13 @@ impl Dataplane {
         self.send_all_and_wait(|done| Cmd::SetTraces { traces: traces.clone(), done });
     }
 
+    /// Idle timeouts for every worker's NAT.
+    pub fn set_nat_timeouts(&self, t: vswitch_nat::Timeouts) {
+        for w in &self.workers {
+            self.send(w, Cmd::NatTimeouts(t));
+        }
+    }
+
     /// Every worker's NAT sessions (at most `limit` from each), with the worker's index, and
     /// its counters.
     pub fn nat_sessions(&self, limit: usize) -> Vec<(usize, Vec<SessionInfo>, NatStats)> {

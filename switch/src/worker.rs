@@ -54,6 +54,8 @@ pub enum Cmd {
         port: PortId,
         done: Sender<()>,
     },
+    /// Idle timeouts for this worker's NAT.
+    NatTimeouts(vswitch_nat::Timeouts),
     /// Send (a copy of) this worker's NAT sessions, at most `limit`, and its counters.
     NatSessions {
         limit: usize,
@@ -267,6 +269,8 @@ impl Worker {
                 if let Some(n) = self.nets.get_mut(net as usize) {
                     *n = None;
                 }
+                // Its sessions go with it (a later network may get its id).
+                self.nat.table.remove_where(|s| s.tag == net);
             }
             Cmd::SetRoutes(routes) => self.routes = routes,
             Cmd::AddPort(p) => {
@@ -291,6 +295,7 @@ impl Worker {
                 self.rebuild_readers();
                 let _ = done.send(());
             }
+            Cmd::NatTimeouts(t) => self.nat.table.set_timeouts(t),
             Cmd::NatSessions { limit, reply } => {
                 let t = &self.nat.table;
                 let _ = reply.send((self.index, t.sessions().take(limit).collect(), t.stats));

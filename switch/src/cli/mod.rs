@@ -51,6 +51,10 @@ pub enum Command {
         /// Forwarding threads [default: the number of CPUs].
         #[arg(long)]
         workers: Option<usize>,
+        /// Every NAT session's idle timeout in seconds, instead of one per state (TCP
+        /// established 2 h 4 min, UDP 5 min, ICMP 1 min...): for tests that watch sessions go.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+        nat_timeout: Option<u32>,
     },
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]

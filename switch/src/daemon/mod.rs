@@ -20,6 +20,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub workers: usize,
+    /// Every NAT timeout, in seconds (tests).
+    pub nat_timeout: Option<u32>,
 }
 
 /// Bind the control socket, refusing if a live daemon already answers on it. Its directory
@@ -64,6 +66,9 @@ pub fn run(o: Options) -> Result<(), String> {
     // Subscribed before the ports are restored: no deletion goes unseen in between.
     let mut links = LinkEvents::subscribe().map_err(|e| format!("cannot watch network interfaces: {e}"))?;
     let dp = Dataplane::start(o.workers).map_err(|e| format!("cannot start workers: {e}"))?;
+    if let Some(secs) = o.nat_timeout {
+        dp.set_nat_timeouts(vswitch_nat::Timeouts::all(secs));
+    }
     let ctl = Arc::new(Mutex::new(Controller::start(st, dir, dp, Box::new(Real)).map_err(|e| e.to_string())?));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

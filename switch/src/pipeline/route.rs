@@ -163,3 +163,121 @@ fn refused(why: Refused) -> DropReason {
         Refused::SessionLimit | Refused::PortsExhausted | Refused::Clash => DropReason::NatLimit,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::bridge;
+    use super::super::{Env, Gateway, NetRoute, NextHop, Pipeline, UplinkRoute};
+    use super::*;
+    use crate::fdb::GATEWAY_PORT;
+    use crate::frame::VnetHdr;
+    use crate::frame_spec;
+    use crate::port::RxFrame;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    const GW: &str = "02:42:0a:01:00:01";
+    const UP: &str = "02:56:53:00:00:0a";
+    const HOP: &str = "02:00:00:00:00:99";
+    const E: &str = "02:00:00:00:00:05";
+    const UPLINK_PORT: PortId = 9;
+
+    struct World {
+        inside: Pipeline,
+        outside: Pipeline,
+        routes: Routes,
+        hop: Arc<NextHop>,
+    }
+
+    /// Network 1 (10.1.0.0/16, endpoint 10.1.0.5 on port 1) and the uplink, network 2
+    /// (192.0.2.10/24, its interface on port 9, the next hop 192.0.2.1).
+    fn world(internal: bool) -> World {
+        let gw = |net, mac: &str, ip| Gateway { net, mac: mac.parse().unwrap(), ipv4: Some(ip), ipv6: None };
+        let inside = bridge(Some(gw(1, GW, Ipv4Addr::new(10, 1, 0, 1))));
+        let outside = bridge(Some(gw(2, UP, Ipv4Addr::new(192, 0, 2, 10))));
+        inside.table().add_static(GW.parse().unwrap(), GATEWAY_PORT).unwrap();
+        outside.table().add_static(UP.parse().unwrap(), GATEWAY_PORT).unwrap();
+        inside.table().learn(E.parse().unwrap(), 1, 0);
+        let hop = Arc::new(NextHop::new(Some(Ipv4Addr::new(192, 0, 2, 1))));
+        let net = |p: &Pipeline, mac: &str, internal, neighbors| NetRoute {
+            gateway_mac: mac.parse().unwrap(),
+            internal,
+            neighbors,
+            table: p.table().clone(),
+        };
+        let e = HashMap::from([(Ipv4Addr::new(10, 1, 0, 5), E.parse().unwrap())]);
+        let routes = Routes::new(vec![("10.1.0.0/16".parse().unwrap(), 1), ("192.0.2.0/24".parse().unwrap(), 2)])
+            .with_nets(
+                vec![(1, net(&inside, GW, internal, e)), (2, net(&outside, UP, false, HashMap::new()))],
+                Some(UplinkRoute {
+                    net: 2,
+                    port: UPLINK_PORT,
+                    mac: UP.parse().unwrap(),
+                    addr: Ipv4Addr::new(192, 0, 2, 10),
+                    next_hop: hop.clone(),
+                }),
+            );
+        World { inside, outside, routes, hop }
+    }
+
+    fn run(p: &Pipeline, w: &World, nat: &mut Nat, in_port: PortId, spec: &str) -> (Action, Vec<u8>) {
+        let data = frame_spec::parse(spec).unwrap();
+        let f = RxFrame::new(VnetHdr::default(), &data, None);
+        let cx = FrameCx { frame: &f, in_port, max_frame: 1518, now: 0 };
+        let a = p.run(&Env { routes: &w.routes }, nat, &cx, &mut super::super::NoObserve);
+        let mut out = data.clone();
+        if let Action::Routed(_, i) = a {
+            nat.edit(i).write(&data, &mut out);
+        }
+        (a, out)
+    }
+
+    #[test]
+    fn out_with_the_uplinks_address_and_back_to_the_endpoint() {
+        let w = world(false);
+        w.hop.set(HOP.parse().unwrap());
+        let mut nat = Nat::new(1024..=65535, 16);
+        let out = format!("src {E} dst {GW} ip src 10.1.0.5 dst 198.51.100.7 udp sport 4000 dport 53");
+        let (a, f) = run(&w.inside, &w, &mut nat, 1, &out);
+        assert_eq!(a, Action::Routed(UPLINK_PORT, 0));
+        assert_eq!(
+            (&f[0..6], &f[6..12]),
+            (&HOP.parse::<MacAddr>().unwrap().0[..], &UP.parse::<MacAddr>().unwrap().0[..])
+        );
+        assert_eq!(&f[26..30], &[192, 0, 2, 10], "the uplink's address");
+        let port = u16::from_be_bytes([f[34], f[35]]);
+        nat.start_batch();
+        let back = format!("src {HOP} dst {UP} ip src 198.51.100.7 dst 192.0.2.10 udp sport 53 dport {port}");
+        let (a, f) = run(&w.outside, &w, &mut nat, UPLINK_PORT, &back);
+        assert_eq!(a, Action::Routed(1, 0), "to the endpoint's port");
+        assert_eq!(
+            (&f[0..6], &f[6..12]),
+            (&E.parse::<MacAddr>().unwrap().0[..], &GW.parse::<MacAddr>().unwrap().0[..])
+        );
+        assert_eq!((&f[30..34], u16::from_be_bytes([f[36], f[37]])), (&[10, 1, 0, 5][..], 4000));
+        // Anything else for the uplink's address is the switch's own.
+        let ping = format!("src {HOP} dst {UP} ip src 198.51.100.7 dst 192.0.2.10 icmp");
+        assert_eq!(run(&w.outside, &w, &mut nat, UPLINK_PORT, &ping).0, Action::Gateway);
+    }
+
+    #[test]
+    fn no_way_out_without_a_next_hop_or_from_an_internal_network() {
+        let out = format!("src {E} dst {GW} ip src 10.1.0.5 dst 198.51.100.7 udp");
+        let w = world(false);
+        let mut nat = Nat::new(1024..=65535, 16);
+        assert_eq!(run(&w.inside, &w, &mut nat, 1, &out).0, Action::Drop(DropReason::NoNeighbor));
+        let w = world(true);
+        w.hop.set(HOP.parse().unwrap());
+        assert_eq!(run(&w.inside, &w, &mut nat, 1, &out).0, Action::Drop(DropReason::NoRoute));
+        // A TCP segment that opens nothing has no session to join.
+        let w = world(false);
+        w.hop.set(HOP.parse().unwrap());
+        let mut ack = frame_spec::parse(&format!("src {E} dst {GW} ip src 10.1.0.5 dst 198.51.100.7 tcp")).unwrap();
+        ack[14 + 20 + 13] = 0x10;
+        let f = RxFrame::new(VnetHdr::default(), &ack, None);
+        let cx = FrameCx { frame: &f, in_port: 1, max_frame: 1518, now: 0 };
+        let a = w.inside.run(&Env { routes: &w.routes }, &mut nat, &cx, &mut super::super::NoObserve);
+        assert_eq!(a, Action::Drop(DropReason::NatNoSession));
+    }
+}
