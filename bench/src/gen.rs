@@ -29,9 +29,35 @@ pub struct Arp {
     pub sender: std::net::Ipv4Addr,
 }
 
-/// Send for `secs` seconds; returns the frames handed to the kernel. With `arp`, every frame
-/// is that ARP request (from one source) instead of EtherType 0x88b5 zeros.
-pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64, arp: Option<Arp>) -> Res<u64> {
+/// UDP datagrams from `from` to `to` in `flows` flows (source ports 1024.., then the next
+/// destination port every 50000 flows), as an endpoint behind a NAT sends them.
+pub struct Udp {
+    pub from: std::net::Ipv4Addr,
+    pub to: std::net::Ipv4Addr,
+}
+
+/// What each frame is.
+pub enum Template {
+    /// EtherType 0x88b5 zeros from rotating source MACs.
+    Plain,
+    /// One ARP request, from one source.
+    Arp(Arp),
+    /// IPv4/UDP over rotating flows.
+    Udp(Udp),
+}
+
+/// The flow `i`'s UDP ports.
+fn udp_ports(i: u32) -> (u16, u16) {
+    (1024 + (i % 50_000) as u16, 9 + (i / 50_000) as u16)
+}
+
+/// Send for `secs` seconds; returns the frames handed to the kernel. `sources` is the number
+/// of source MACs (plain frames) or flows (UDP).
+pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64, template: Template) -> Res<u64> {
+    let arp = match &template {
+        Template::Arp(a) => Some(a),
+        _ => None,
+    };
     let err = |e: io::Error| format!("generator on {iface}: {e}");
     if !(60..=1514).contains(&size) {
         return Err(format!("frame size {size}: use 60 to 1514 bytes (without the FCS)"));
@@ -94,9 +120,13 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
             f[28..32].copy_from_slice(&a.sender.octets());
             f[38..42].copy_from_slice(&a.target.octets());
         }
+        if let Template::Udp(u) = &template {
+            udp_frame(f, u);
+        }
     }
     let sources = if arp.is_some() { 1 } else { sources }; // the ARP sender is the frame's source
-                                                           // SAFETY: each slot starts with its u32 status word, shared with the kernel: read atomically.
+    let udp = matches!(template, Template::Udp(_));
+    // SAFETY: each slot starts with its u32 status word, shared with the kernel: read atomically.
     let status = |i: usize| unsafe { &*(ring.add(i * SLOT) as *const std::sync::atomic::AtomicU32) };
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut slot, mut sent, mut next_src) = (0usize, 0u64, 0u32);
@@ -112,9 +142,17 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
             unsafe {
                 let base = ring.add(slot * SLOT);
                 *(base.add(4) as *mut u32) = size as u32; // tp_len
-                let src = base.add(DATA_OFF + 9);
-                let m = source_mac(next_src);
-                std::ptr::copy_nonoverlapping(m[3..].as_ptr(), src, 3);
+                if udp {
+                    // The ports (the UDP checksum is 0: none).
+                    let (sp, dp) = udp_ports(next_src);
+                    let at = base.add(DATA_OFF + 14 + 20);
+                    std::ptr::copy_nonoverlapping(sp.to_be_bytes().as_ptr(), at, 2);
+                    std::ptr::copy_nonoverlapping(dp.to_be_bytes().as_ptr(), at.add(2), 2);
+                } else {
+                    let src = base.add(DATA_OFF + 9);
+                    let m = source_mac(next_src);
+                    std::ptr::copy_nonoverlapping(m[3..].as_ptr(), src, 3);
+                }
             }
             st.store(TP_STATUS_SEND_REQUEST, std::sync::atomic::Ordering::Release);
             next_src = if next_src + 1 >= sources { 0 } else { next_src + 1 };
@@ -134,4 +172,23 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
     // SAFETY: unmaps the ring mapped above, once.
     unsafe { libc::munmap(ring as *mut libc::c_void, len) };
     Ok(sent)
+}
+
+/// An IPv4/UDP frame filling `f` (its Ethernet addresses already written).
+fn udp_frame(f: &mut [u8], u: &Udp) {
+    let ip_len = (f.len() - 14) as u16;
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&u.from.octets());
+    ip[16..20].copy_from_slice(&u.to.octets());
+    let mut sum: u32 = ip[..20].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    ip[24..26].copy_from_slice(&(ip_len - 20).to_be_bytes());
 }

@@ -88,6 +88,11 @@ enum Cmd {
         arp_for: Option<std::net::Ipv4Addr>,
         #[arg(long)]
         arp_from: Option<std::net::Ipv4Addr>,
+        /// Send UDP from this address (to --udp-to) over --sources flows instead.
+        #[arg(long, requires = "udp_to")]
+        udp_from: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        udp_to: Option<std::net::Ipv4Addr>,
     },
     /// (internal) relay frames between two TAP devices
     #[command(hide = true)]
@@ -97,10 +102,14 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let r = match args.cmd {
-        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs, arp_for, arp_from }) => {
-            let arp = arp_for.zip(arp_from).map(|(target, sender)| gen::Arp { target, sender });
+        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs, arp_for, arp_from, udp_from, udp_to }) => {
+            let template = match (arp_for.zip(arp_from), udp_from.zip(udp_to)) {
+                (Some((target, sender)), _) => gen::Template::Arp(gen::Arp { target, sender }),
+                (None, Some((from, to))) => gen::Template::Udp(gen::Udp { from, to }),
+                (None, None) => gen::Template::Plain,
+            };
             parse_mac(dst)
-                .and_then(|d| gen::generate(iface, d, sources.max(1), size, secs, arp))
+                .and_then(|d| gen::generate(iface, d, sources.max(1), size, secs, template))
                 .map(|n| println!("{n}"))
         }
         Some(Cmd::TapRelay { ref a, ref b }) => relay::relay(a, b),
