@@ -148,3 +148,80 @@ fn idle_sessions_expire_and_the_nat_works_after_a_restart() {
     s.d.launch();
     assert!(a.wait_ping(WORLD, 10), "no way out after a restart:\n{}", s.d.log());
 }
+
+/// A sandbox on the network publishing `specs` (run -d with a long sleep: its namespace).
+fn publisher(s: &Setup, name: &str, specs: &[&str]) -> Netns {
+    let mut args = vec!["run", "-d", "--name", name, "--network", &s.net];
+    for p in specs {
+        args.extend_from_slice(&["-p", p]);
+    }
+    args.extend_from_slice(&["--", "sleep", "600"]);
+    s.d.ok(&args);
+    Netns::adopt(name)
+}
+
+#[test]
+fn published_ports_reach_their_endpoint_with_the_clients_address() {
+    let mut s = setup(&[]);
+    let name = unique("web");
+    let web = publisher(&s, &name, &["8080:80", "5353:53/udp"]);
+    let ports = s.d.ok(&["port", &name]);
+    assert!(ports.contains("80/tcp -> 192.0.2.10:8080") && ports.contains("53/udp -> 192.0.2.10:5353"), "{ports}");
+    // world connects to the uplink's address; the endpoint sees world's own address.
+    let srv = serve(&web, &["serve", "80", "0"]);
+    let bin = tcpcheck_bin();
+    let sent = s.world.output(&["timeout", "20", bin.to_str().unwrap(), "send", "192.0.2.10", "8080", "20"]);
+    assert!(sent.status.success(), "{}:\n{}", String::from_utf8_lossy(&sent.stderr), s.d.log());
+    let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+    assert!(got.contains(&format!("from {WORLD}:")), "the client's address was not kept: {got}");
+    assert_eq!(got.lines().last(), String::from_utf8_lossy(&sent.stdout).lines().last(), "bytes differ");
+    // UDP too, and the answer comes back from the published address.
+    let srv = serve(&web, &["udp-serve", "53"]);
+    let asked = s.world.output(&[bin.to_str().unwrap(), "udp-ask", "192.0.2.10", "5353"]);
+    assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), "are you there", "{asked:?}");
+    assert!(String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap().contains(&format!("from {WORLD}:")));
+    // The endpoint still reaches the world itself (SNAT) from its pinned worker.
+    assert!(web.wait_ping(WORLD, 5));
+    // A restart keeps the published ports, with the same host ports.
+    s.d.stop();
+    s.d.launch();
+    assert_eq!(s.d.ok(&["port", &name]), ports);
+    let srv = serve(&web, &["udp-serve", "53"]);
+    let asked = s.world.output(&[bin.to_str().unwrap(), "udp-ask", "192.0.2.10", "5353"]);
+    assert_eq!(
+        String::from_utf8_lossy(&asked.stdout).trim(),
+        "are you there",
+        "after a restart: {asked:?}\n{}\n{}",
+        s.d.ok(&["stats"]),
+        s.d.log()
+    );
+    srv.wait_with_output().unwrap();
+    s.d.ok(&["rm", &name]);
+}
+
+#[test]
+fn bad_or_taken_ports_are_refused_and_change_nothing() {
+    let s = setup(&[]);
+    let first = unique("web");
+    let _web = publisher(&s, &first, &["8080:80"]);
+    let state = || std::fs::read_to_string(s.d.state_dir().join("state.json")).unwrap();
+    let before = state();
+    let ns = Netns::new();
+    for (spec, why) in [
+        ("8080:80", "tcp/8080 is already published by"),
+        ("8000-8002:80-81", "differ in size"),
+        ("80/sctp", "protocol"),
+        ("0:80", "not a port"),
+        ("198.51.100.1:9000:9000", "not the switch's outside address"),
+    ] {
+        let e = s.d.fails(&["network", "connect", &s.net, "--netns", &ns.name, "-p", spec]);
+        assert!(e.contains(why), "-p {spec}: {e}");
+    }
+    assert_eq!(state(), before, "a refused -p changed the state");
+    // Internal networks publish nothing.
+    let internal = net_name();
+    s.d.ok(&["network", "create", &internal, "--internal"]);
+    let e = s.d.fails(&["network", "connect", &internal, "--netns", &ns.name, "-p", "9000:90"]);
+    assert!(e.contains("internal"), "{e}");
+    s.d.ok(&["rm", &first]);
+}

@@ -10,12 +10,14 @@
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use crate::checksum::Csum;
 use crate::key::{Endpoint, FlowKey, Proto};
 use crate::packet::{self, Kind, Unsupported};
+use crate::ports::PortSet;
 use crate::state::{Dir, State, Timeouts};
 
 /// What a session's creator (the switch's policy) asks for a new flow.
@@ -171,6 +173,8 @@ pub struct Conntrack {
     lists: [List; State::COUNT],
     per_tag: Vec<u32>,
     cfg: Config,
+    /// Ports SNAT never hands out (published ones).
+    reserved: Option<Arc<PortSet>>,
     pub stats: Stats,
 }
 
@@ -184,12 +188,18 @@ impl Conntrack {
             lists: [List { head: NIL, tail: NIL }; State::COUNT],
             per_tag: Vec::new(),
             cfg,
+            reserved: None,
             stats: Stats::default(),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Ports SNAT must leave alone (published host ports: their traffic is DNAT's).
+    pub fn set_reserved(&mut self, ports: Option<Arc<PortSet>>) {
+        self.reserved = ports;
     }
 
     /// New timeouts; sessions already placed in an expiry list go by the new ones too.
@@ -370,9 +380,10 @@ impl Conntrack {
         } else {
             (self.index.hasher().hash_one((remote, want)) % u64::from(span)) as u32
         };
-        (0..span.min(PORT_PROBES))
-            .map(|i| (lo + (start + i) % span) as u16)
-            .find(|&port| !self.index.contains_key(&FlowKey::new(proto, remote, Endpoint::new(addr, port))))
+        let reserved = |port| self.reserved.as_ref().is_some_and(|r| r.contains(port));
+        (0..span.min(PORT_PROBES)).map(|i| (lo + (start + i) % span) as u16).find(|&port| {
+            !reserved(port) && !self.index.contains_key(&FlowKey::new(proto, remote, Endpoint::new(addr, port)))
+        })
     }
 
     /// Expire sessions idle past their state's timeout; at most `budget` list heads are

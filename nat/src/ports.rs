@@ -33,6 +33,27 @@ impl PortSplit {
     }
 }
 
+/// A set of ports (published host ports, which SNAT must not hand out): a bit each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> PortSet {
+        PortSet(Box::new([0; 1024]))
+    }
+}
+
+impl PortSet {
+    pub fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,20 @@ fn the_original_port_is_kept_when_free_and_another_found_when_not() {
 }
 
 #[test]
+fn reserved_ports_are_never_handed_out() {
+    let mut ct = Conntrack::new(Config { max_sessions: 100, ports: 5000..=5002, ..Config::default() });
+    let mut r = vswitch_nat::ports::PortSet::default();
+    r.insert(5000);
+    r.insert(5001);
+    ct.set_reserved(Some(std::sync::Arc::new(r)));
+    let mut p = ipv4(UDP, E, W, &udp(5000, 53, b""));
+    run(&mut ct, &mut p, 0);
+    assert_eq!(src(&p), (U, 5002), "the wanted port is published: another");
+    let mut q = ipv4(UDP, E2, W, &udp(5000, 53, b""));
+    assert_eq!(run(&mut ct, &mut q, 0), Verdict::Dropped(Refused::PortsExhausted));
+}
+
+#[test]
 fn a_port_range_runs_out() {
     let mut ct = Conntrack::new(Config { max_sessions: 100, ports: 5000..=5001, ..Config::default() });
     for (i, want) in [

@@ -72,6 +72,10 @@ pub enum Request {
     NatSessions {
         network: Option<String>,
     },
+    /// The ports a sandbox (or an endpoint's port) publishes, as `docker port` lists them.
+    Port {
+        name: String,
+    },
 }
 
 /// One NAT session as `vswitch nat sessions` shows it.
@@ -188,6 +192,9 @@ pub struct EndpointOptions {
     /// This port's quota of learned MACs [default: the network's].
     #[serde(default)]
     pub max_learned: Option<u32>,
+    /// Ports to publish at the uplink's address, in Docker's `-p` syntax.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]

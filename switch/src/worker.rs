@@ -272,7 +272,10 @@ impl Worker {
                 // Its sessions go with it (a later network may get its id).
                 self.nat.table.remove_where(|s| s.tag == net);
             }
-            Cmd::SetRoutes(routes) => self.routes = routes,
+            Cmd::SetRoutes(routes) => {
+                self.nat.table.set_reserved(routes.reserved.clone());
+                self.routes = routes;
+            }
             Cmd::AddPort(p) => {
                 let i = p.port as usize;
                 if self.tx.ports.len() <= i {

@@ -91,6 +91,12 @@ pub enum Command {
         vswitch uplink rm"
     )]
     Uplink(UplinkArgs),
+    /// The ports a sandbox publishes (NAME: a sandbox, or an endpoint's port), like `docker port`
+    Port {
+        name: String,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Look into the NAT (see: vswitch nat sessions --help)
     #[command(subcommand)]
     Nat(NatCmd),
@@ -213,6 +219,10 @@ pub struct EndpointArgs {
     /// Port security: at most N MACs learned on this port [default: the network's].
     #[arg(long = "max-learned", value_name = "N")]
     max_learned: Option<u32>,
+    /// Publish a port at the uplink's address, as Docker's -p: [IP:][HOST[-HOST]:]PORT[-PORT][/tcp|udp]
+    /// (repeatable; needs an uplink)
+    #[arg(long = "publish", short = 'p', value_name = "SPEC")]
+    publish: Vec<String>,
 }
 
 impl EndpointArgs {
@@ -223,6 +233,7 @@ impl EndpointArgs {
             mac: self.mac,
             aliases: self.aliases,
             max_learned: self.max_learned,
+            publish: self.publish,
         }
     }
 }
@@ -448,6 +459,17 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                         vec![vec![u.interface, u.address, gw, u.mac.to_string()]],
                     );
                 }
+            }
+        }
+        Command::Port { name, json } => {
+            let v = rpc(Request::Port { name })?;
+            if json.json {
+                print_json(&v)?;
+                return Ok(0);
+            }
+            for p in v.as_array().into_iter().flatten() {
+                let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                println!("{}/{} -> {}:{}", p["port"], s("proto"), s("host_ip"), p["host_port"]);
             }
         }
         Command::Nat(NatCmd::Sessions { network, json }) => {

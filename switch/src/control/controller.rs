@@ -19,7 +19,8 @@ use crate::frame::max_frame_for_mtu;
 use crate::mac::MacAddr;
 use crate::netdev::check_ifname;
 use crate::pipeline::{Bridge, Gateway, NetRoute, NextHop, Pipeline, Routes, UplinkRoute};
-use crate::port::{Opened, PortKind, PortShared};
+use crate::port::afpacket::AfPacketQueue;
+use crate::port::{uplink_program, Opened, PortKind, PortShared};
 use crate::protocol::*;
 use crate::services::host::GatewayAddrs;
 use crate::trace::{Filter, Select, Tracer};
@@ -30,8 +31,11 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use tracing::{error, info, warn};
+use vswitch_nat::publish::{PortSpec, Publications, PublishError, Published};
+use vswitch_nat::{Endpoint as NatEndpoint, Proto};
 
 struct LiveNet {
     id: NetId,
@@ -97,6 +101,8 @@ pub struct Controller {
     next_port_id: PortId,
     /// The uplink's next hop, resolved by its host in the services thread.
     next_hop: Option<Arc<NextHop>>,
+    /// A socket of the uplink's fanout group (its program follows the published ports).
+    uplink_fanout: Option<std::os::fd::OwnedFd>,
     /// Where the search for a free network id starts.
     next_net_id: NetId,
     /// The state changed (the world forced it) but could not be saved yet.
@@ -152,6 +158,7 @@ impl Controller {
             traces: Vec::new(),
             next_port_id: 1,
             next_hop: None,
+            uplink_fanout: None,
             next_net_id: 0,
             unsaved: false,
         };
@@ -250,15 +257,18 @@ impl Controller {
     /// Open every port of `st`, many at a time.
     fn open_all(&self, st: &State) -> HashMap<String, std::io::Result<Opened>> {
         const AT_ONCE: usize = 64;
-        let all: Vec<(&str, PortKind)> =
-            st.networks.iter().flat_map(|n| n.endpoints.iter().map(|e| (e.name.as_str(), e.kind))).collect();
         let (sys, workers) = (&*self.sys, self.dp.workers());
+        let all: Vec<(&str, PortKind, Option<usize>)> = st
+            .networks
+            .iter()
+            .flat_map(|n| n.endpoints.iter().map(|e| (e.name.as_str(), e.kind, pin_of(e, workers))))
+            .collect();
         let mut out = HashMap::new();
         for chunk in all.chunks(AT_ONCE) {
             std::thread::scope(|s| {
                 let hs: Vec<_> = chunk
                     .iter()
-                    .map(|&(name, kind)| (name, s.spawn(move || sys.open_port(name, kind, workers))))
+                    .map(|&(name, kind, pin)| (name, s.spawn(move || sys.open_port(name, kind, workers, pin))))
                     .collect();
                 for (name, h) in hs {
                     let r = h.join().unwrap_or_else(|_| Err(std::io::Error::other("opening the port panicked")));
@@ -311,7 +321,11 @@ impl Controller {
         let nets = live
             .iter()
             .map(|(n, l)| {
-                let neighbors = n.endpoints.iter().filter_map(|e| Some((e.ipv4?, e.mac))).collect();
+                let neighbors = n
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| Some((e.ipv4?, (e.mac, self.ports.get(&e.name).map(|p| p.id)))))
+                    .collect();
                 let r = NetRoute {
                     gateway_mac: n.bridge().gateway_mac,
                     internal: n.internal,
@@ -327,7 +341,27 @@ impl Controller {
             let next_hop = self.next_hop.clone()?;
             Some(UplinkRoute { net: l.id, port, mac: n.bridge().gateway_mac, addr, next_hop })
         });
-        self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink));
+        let published: Vec<(Proto, Option<Ipv4Addr>, u16, NatEndpoint)> = self
+            .st
+            .networks
+            .iter()
+            .flat_map(|n| n.endpoints.iter())
+            .flat_map(|e| {
+                e.published.iter().filter_map(move |p| {
+                    Some((proto_of(&p.proto)?, p.host_ip, p.host_port, NatEndpoint::new(e.ipv4?, p.port)))
+                })
+            })
+            .collect();
+        // Each published port's frames go to the worker its endpoint is pinned to.
+        if let Some(fd) = &self.uplink_fanout {
+            let workers = self.dp.workers();
+            let steer: Vec<_> =
+                published.iter().map(|(p, _, port, t)| (*p as u8, *port, owner_of(t.addr, workers) as u32)).collect();
+            if let Err(e) = AfPacketQueue::set_fanout_program(fd, &uplink_program(workers, &steer)) {
+                error!("cannot steer the uplink's published ports: {e}");
+            }
+        }
+        self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink).with_published(published));
     }
 
     /// A port id no live or prepared port has. Ids are handed out in turn, not lowest-free
@@ -347,6 +381,16 @@ impl Controller {
     fn attach(&mut self, p: NewPort) {
         let NewPort { id, name, network, kind, opened } = p;
         let created = opened.created;
+        if kind == PortKind::Uplink && self.dp.workers() > 1 {
+            // A socket of the uplink's fanout group, to change its program as ports are
+            // published (the queues themselves belong to the workers).
+            let fd = opened.queues.first().map(|q| q.fd()).filter(|&fd| fd >= 0);
+            // SAFETY: dup of a live descriptor of ours; the copy is owned here.
+            self.uplink_fanout = fd.map(|fd| unsafe { libc::dup(fd) }).filter(|&d| d >= 0).map(|d| {
+                // SAFETY: a fresh descriptor nothing else owns.
+                unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }
+            });
+        }
         // A slot per worker, and one for the control plane (TAP overruns, read each second).
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, opened.max_frame));
         let ifindex = opened.ifindex;
@@ -482,6 +526,7 @@ impl Controller {
             Request::UplinkShow => self.uplink_show(),
             Request::UplinkRm => self.uplink_rm(),
             Request::NatSessions { network } => self.nat_sessions(network.as_deref()),
+            Request::Port { name } => self.port(&name),
             Request::Trace(_) => {
                 Err(Error::invalid("a trace needs a connection of its own (see: vswitch trace --help)"))
             }
@@ -720,7 +765,7 @@ impl Controller {
             let id = c.free_port_id()?;
             let opened = c
                 .sys
-                .open_port(iface, PortKind::Uplink, c.dp.workers())
+                .open_port(iface, PortKind::Uplink, c.dp.workers(), None)
                 .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
             let mut net = net.clone();
             net.endpoints.push(Endpoint {
@@ -732,6 +777,7 @@ impl Controller {
                 created_tap: false,
                 sandbox: None,
                 max_learned: None,
+                published: vec![],
             });
             tx.next.networks.push(net);
             tx.then.push(Step::AddNetwork(UPLINK.into()));
@@ -740,6 +786,10 @@ impl Controller {
             Ok(())
         })?;
         info!(interface = iface, address = %address, next_hop = ?next_hop, "uplink set");
+        // Its port is attached now: say where the switch is, and ask for the next hop.
+        if let Some(l) = self.nets.get(UPLINK) {
+            self.dp.announce(l.id);
+        }
         self.uplink_show()
     }
 
@@ -801,6 +851,73 @@ impl Controller {
         json(out)
     }
 
+    /// Check and resolve `-p` specs for an endpoint at `ipv4` on `network` (all or none).
+    fn plan_publish(
+        &self,
+        st: &State,
+        network: &str,
+        ipv4: Option<Ipv4Addr>,
+        specs: &[String],
+        owner: &str,
+    ) -> Result<Vec<PublishedPort>> {
+        if specs.is_empty() {
+            return Ok(vec![]);
+        }
+        let uplink = st.network(UPLINK).filter(|n| n.is_uplink()).and_then(|n| n.subnet_v4()).map(|s| s.gateway);
+        let Some(IpAddr::V4(outside)) = uplink else {
+            return Err(Error::invalid("-p publishes at the uplink's address: set one first (vswitch uplink set)"));
+        };
+        let net = st.network(network).ok_or_else(|| Error::NoNetwork(network.into()))?;
+        if net.internal {
+            return Err(Error::invalid(format!("network {network} is internal: nothing on it is published")));
+        }
+        let Some(target) = ipv4 else {
+            return Err(Error::invalid(format!("-p needs an IPv4 address: network {network} has none")));
+        };
+        let mut table = publications(st);
+        let mut out = vec![];
+        for spec in specs {
+            let parsed: PortSpec = spec.parse().map_err(|e: PublishError| Error::invalid(e.to_string()))?;
+            if let Some(ip) = parsed.host_ip.filter(|&ip| ip != outside) {
+                return Err(Error::invalid(format!(
+                    "-p {spec}: {ip} is not the switch's outside address ({outside}, the uplink's)"
+                )));
+            }
+            let added = table.publish(&parsed, target, owner).map_err(|e| Error::invalid(format!("-p {spec}: {e}")))?;
+            out.extend(added.into_iter().map(|p| PublishedPort {
+                proto: p.proto.name().into(),
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                port: p.target.port,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The published ports of a sandbox (or of an endpoint's port), as `vswitch port` lists them.
+    fn port(&self, name: &str) -> Result<Value> {
+        let outside = self.st.network(UPLINK).and_then(|n| n.subnet_v4()).map(|s| s.gateway.to_string());
+        let eps: Vec<&Endpoint> = self
+            .st
+            .networks
+            .iter()
+            .flat_map(|n| n.endpoints.iter())
+            .filter(|e| e.name == name || e.sandbox.as_ref().is_some_and(|s| s.sandbox == name))
+            .collect();
+        if eps.is_empty() {
+            return Err(Error::NoSandbox(name.into()));
+        }
+        let list: Vec<Value> = eps
+            .iter()
+            .flat_map(|e| e.published.iter())
+            .map(|p| {
+                let ip = p.host_ip.map(|i| i.to_string()).or(outside.clone()).unwrap_or_default();
+                serde_json::json!({ "port": p.port, "proto": p.proto, "host_ip": ip, "host_port": p.host_port })
+            })
+            .collect();
+        json(list)
+    }
+
     /// Refuse to treat the uplink as an ordinary network.
     fn not_the_uplink(&self, network: &str, doing: &str) -> Result<()> {
         if self.st.network(network).is_some_and(|n| n.is_uplink()) {
@@ -837,6 +954,11 @@ impl Controller {
         if !o.aliases.is_empty() {
             return Err(Error::invalid("--alias names an endpoint in a namespace: use it with --netns"));
         }
+        if !o.publish.is_empty() {
+            return Err(Error::invalid(
+                "-p publishes a port of an endpoint the switch sets up: use it with --netns or vswitch run",
+            ));
+        }
         let kind = if tap { PortKind::Tap } else { PortKind::AfPacket };
         if !tap && self.sys.ifindex(iface).is_none() {
             return Err(Error::NoInterface(iface.into()));
@@ -848,7 +970,7 @@ impl Controller {
             let id = c.free_port_id()?;
             let opened = c
                 .sys
-                .open_port(iface, kind, c.dp.workers())
+                .open_port(iface, kind, c.dp.workers(), None)
                 .map_err(|e| Error::Attach { iface: iface.into(), source: e })?;
             let ep = Endpoint {
                 name: iface.into(),
@@ -859,6 +981,7 @@ impl Controller {
                 created_tap: opened.created,
                 sandbox: None,
                 max_learned: o.max_learned,
+                published: vec![],
             };
             tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
             let p = NewPort { id, name: iface.into(), network: network.into(), kind, opened };
@@ -932,6 +1055,8 @@ impl Controller {
             .ok_or_else(|| Error::invalid(format!("sandbox {} has no namespace of its own", sb.name)))?;
         let (ipv4, ipv6) = ipam::allocate(net, o.ip, o.ip6)?;
         let mac = endpoint_mac(net, o.mac, ipv4, ipv6)?;
+        let published = self.plan_publish(&tx.next, network, ipv4, &o.publish, &sb.name)?;
+        let net = tx.next.network(network).expect("checked");
         // A name nothing in the namespace has: not our other endpoints', nor the namespace's
         // own interfaces (a container's eth0 the switch did not make).
         let mut taken: Vec<String> = self.sys.netns_links(&netns)?;
@@ -974,9 +1099,11 @@ impl Controller {
         self.sys.plumb(&plumbing)?;
         tx.undo.push(Undo::Link(host.clone()));
         let id = self.free_port_id()?;
+        // An endpoint that publishes ports is read by one worker, the one its sessions live on.
+        let pin = ipv4.filter(|_| !published.is_empty()).map(|a| owner_of(a, self.dp.workers()));
         let opened = self
             .sys
-            .open_port(&host, PortKind::AfPacket, self.dp.workers())
+            .open_port(&host, PortKind::AfPacket, self.dp.workers(), pin)
             .map_err(|e| Error::Attach { iface: host.clone(), source: e })?;
         let ep = Endpoint {
             name: host.clone(),
@@ -992,6 +1119,7 @@ impl Controller {
                 default_route: first,
             }),
             max_learned: o.max_learned,
+            published,
         };
         tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
         let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
@@ -1500,9 +1628,11 @@ impl Controller {
     fn reopen(&mut self, name: &str) {
         let Some(p) = self.ports.get(name) else { return };
         let (network, kind) = (p.network.clone(), p.kind);
+        let workers = self.dp.workers();
+        let pin = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| pin_of(e, workers));
         self.detach(name);
         let opened = self.free_port_id().and_then(|id| {
-            let o = self.sys.open_port(name, kind, self.dp.workers());
+            let o = self.sys.open_port(name, kind, workers, pin);
             Ok((id, o.map_err(|e| Error::Attach { iface: name.into(), source: e })?))
         });
         match opened {
@@ -1555,6 +1685,43 @@ fn short_id(id: &str) -> String {
 
 /// The endpoint's MAC on `net`: the one asked for (unicast, and no other's on the network),
 /// or Docker's from its address.
+/// Every published port of `st`, as the table new publications are checked against.
+fn publications(st: &State) -> Publications {
+    let mut t = Publications::default();
+    t.restore(st.networks.iter().flat_map(|n| n.endpoints.iter()).flat_map(|e| {
+        let owner = e.sandbox.as_ref().map_or(e.name.clone(), |s| s.sandbox.clone());
+        e.published.iter().filter_map(move |p| {
+            Some(Published {
+                proto: proto_of(&p.proto)?,
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                target: NatEndpoint::new(e.ipv4?, p.port),
+                owner: owner.clone(),
+            })
+        })
+    }));
+    t
+}
+
+fn proto_of(name: &str) -> Option<Proto> {
+    match name {
+        "tcp" => Some(Proto::Tcp),
+        "udp" => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+/// The worker that holds the sessions of an endpoint at `addr` that publishes ports (its
+/// port's frames all go there, and so do its published ports' on the uplink).
+pub fn owner_of(addr: Ipv4Addr, workers: usize) -> usize {
+    (u32::from(addr).wrapping_mul(0x9e37_79b1) >> 16) as usize % workers.max(1)
+}
+
+/// The worker an endpoint's port is pinned to, if it publishes ports.
+fn pin_of(e: &Endpoint, workers: usize) -> Option<usize> {
+    e.ipv4.filter(|_| !e.published.is_empty()).map(|a| owner_of(a, workers))
+}
+
 fn endpoint_mac(
     net: &Network,
     want: Option<MacAddr>,

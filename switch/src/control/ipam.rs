@@ -337,6 +337,7 @@ mod tests {
                 created_tap: false,
                 sandbox: None,
                 max_learned: None,
+                published: vec![],
             });
         }
         assert_eq!(got, ["10.9.0.2", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);

@@ -87,6 +87,7 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                     created_tap: e.created_tap,
                     sandbox: None,
                     max_learned: None,
+                    published: vec![],
                 })
                 .collect(),
             static_macs: n.static_macs,

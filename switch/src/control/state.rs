@@ -122,6 +122,20 @@ pub struct Endpoint {
     /// This port's quota of learned MACs, instead of the network's.
     #[serde(default)]
     pub max_learned: Option<u32>,
+    /// Ports published at the uplink's address (`-p`), as resolved when connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedPort>,
+}
+
+/// One published port: `host_port` on the uplink's address forwards to `port` here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PublishedPort {
+    /// "tcp" or "udp".
+    pub proto: String,
+    #[serde(default)]
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
 }
 
 /// Where an endpoint's interface sits inside its sandbox.
@@ -477,6 +491,7 @@ pub(crate) mod tests {
                 created_tap: false,
                 sandbox: None,
                 max_learned: None,
+                published: vec![],
             }],
             static_macs: vec![],
         });

@@ -31,7 +31,7 @@ pub struct Plumbing<'a> {
 }
 
 pub trait System: Send + Sync {
-    fn open_port(&self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened>;
+    fn open_port(&self, name: &str, kind: PortKind, workers: usize, pin: Option<usize>) -> std::io::Result<Opened>;
     fn ifindex(&self, name: &str) -> Option<u32>;
     /// Create and configure an endpoint's veth pair.
     fn plumb(&mut self, p: &Plumbing) -> Result<()>;
@@ -92,8 +92,8 @@ fn configure(here: &mut Rtnl, ns: &File, p: &Plumbing) -> Result<()> {
 }
 
 impl System for Real {
-    fn open_port(&self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened> {
-        port::open(name, kind, workers)
+    fn open_port(&self, name: &str, kind: PortKind, workers: usize, pin: Option<usize>) -> std::io::Result<Opened> {
+        port::open(name, kind, workers, pin)
     }
 
     fn ifindex(&self, name: &str) -> Option<u32> {
@@ -223,7 +223,13 @@ pub mod fake {
     pub struct Fake(pub Arc<Mutex<World>>);
 
     impl System for Fake {
-        fn open_port(&self, name: &str, kind: PortKind, workers: usize) -> std::io::Result<Opened> {
+        fn open_port(
+            &self,
+            name: &str,
+            kind: PortKind,
+            workers: usize,
+            _pin: Option<usize>,
+        ) -> std::io::Result<Opened> {
             let mut w = self.0.lock().unwrap();
             let ifindex = match (kind, w.links.get(name).copied()) {
                 (PortKind::AfPacket | PortKind::Uplink, None) => {

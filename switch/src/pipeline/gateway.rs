@@ -24,6 +24,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use vswitch_nat::ports::PortSet;
+use vswitch_nat::{Endpoint as NatEndpoint, Proto};
 
 pub const NAME: &str = "gateway";
 
@@ -55,6 +57,10 @@ pub struct Routes {
     /// Indexed by network id.
     nets: Vec<Option<NetRoute>>,
     uplink: Option<UplinkRoute>,
+    /// Published ports: (protocol, host port) to (host address if limited, endpoint).
+    published: HashMap<(Proto, u16), (Option<Ipv4Addr>, NatEndpoint)>,
+    /// The same host ports, which SNAT must not hand out.
+    pub reserved: Option<Arc<PortSet>>,
 }
 
 /// A network as the route stage sees it.
@@ -63,8 +69,10 @@ pub struct NetRoute {
     pub gateway_mac: MacAddr,
     /// `--internal`: no way out.
     pub internal: bool,
-    /// Its endpoints' MACs by address (the ones the switch addressed).
-    pub neighbors: HashMap<Ipv4Addr, MacAddr>,
+    /// Its endpoints by address (the ones the switch addressed): their MAC, and their port
+    /// (where the table has not learned the MAC yet: an endpoint that has not sent since a
+    /// restart still gets its published ports' traffic).
+    pub neighbors: HashMap<Ipv4Addr, (MacAddr, Option<PortId>)>,
     pub table: Arc<MacTable>,
 }
 
@@ -127,6 +135,27 @@ impl Routes {
         }
         self.uplink = uplink;
         self
+    }
+
+    /// With these published ports.
+    pub fn with_published(
+        mut self,
+        published: impl IntoIterator<Item = (Proto, Option<Ipv4Addr>, u16, NatEndpoint)>,
+    ) -> Routes {
+        let mut reserved = PortSet::default();
+        for (proto, ip, port, target) in published {
+            reserved.insert(port);
+            self.published.insert((proto, port), (ip, target));
+        }
+        self.reserved = (!self.published.is_empty()).then(|| Arc::new(reserved));
+        self
+    }
+
+    /// Where a new flow to `dst` (the uplink's address) is published to, if anywhere.
+    #[inline]
+    pub fn published(&self, proto: Proto, dst: NatEndpoint) -> Option<NatEndpoint> {
+        let (ip, target) = self.published.get(&(proto, dst.port))?;
+        ip.is_none_or(|ip| ip == dst.addr).then_some(*target)
     }
 
     pub fn network_of(&self, ip: IpAddr) -> Option<NetId> {

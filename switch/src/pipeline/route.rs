@@ -21,7 +21,7 @@ use crate::worker::NetId;
 use smoltcp::wire::EthernetProtocol;
 use std::ops::ControlFlow;
 use std::ops::RangeInclusive;
-use vswitch_nat::{Config, Conntrack, Csum, Decision, Dir, Refused, Verdict};
+use vswitch_nat::{Config, Conntrack, Csum, Decision, FlowKey, Refused, Verdict};
 
 pub const NAME: &str = "route";
 
@@ -108,20 +108,21 @@ pub fn outbound<O: Observe>(
     let Some(next_hop) = up.next_hop_mac() else { return drop(DropReason::NoNeighbor, obs) };
     let decide = |_: &_| Decision::Translate { tag: net, snat: Some(up.addr), dnat: None };
     match nat.table.track(eth.frame.payload(), cx.now, decide) {
-        (Verdict::Translated(Dir::Orig), Some(e)) if e.len() + ETH_HLEN <= MAX_EDIT => {
+        // A new or known flow out (SNAT), or the reply of a published port's (DNAT).
+        (Verdict::Translated(_), Some(e)) if e.len() + ETH_HLEN <= MAX_EDIT => {
             let csum = if cx.frame.vnet.needs_csum() { Csum::Partial } else { Csum::Full };
             let i = nat.push(Edit { dst: next_hop, src: up.mac, nat: e, csum });
             obs.note(NAME, Note::Routed(up.port));
             ControlFlow::Break(Action::Routed(up.port, i))
         }
         (Verdict::Dropped(why), _) => drop(refused(why), obs),
-        // A reply leaving from inside (published ports) is not routed yet.
         _ => drop(DropReason::NoRoute, obs),
     }
 }
 
-/// A frame on the uplink network for the uplink's own MAC and address: a session's reply
-/// goes to its endpoint; everything else stays with the gateway (the switch's host).
+/// A frame on the uplink network for the uplink's own MAC and address: a session's reply,
+/// or a new flow to a published port (DNAT, the client's address kept), goes to its
+/// endpoint; everything else stays with the gateway (the switch's host).
 #[inline]
 pub fn inbound<O: Observe>(
     routes: &Routes,
@@ -134,15 +135,30 @@ pub fn inbound<O: Observe>(
     if eth.frame.ethertype() != EthernetProtocol::Ipv4 {
         return keep;
     }
-    let (verdict, edit) = nat.table.track(eth.frame.payload(), cx.now, |_| Decision::Pass);
-    let (Verdict::Translated(Dir::Reply), Some(e)) = (verdict, edit) else { return keep };
+    let publish = |k: &FlowKey| match routes.published(k.proto, k.dst) {
+        Some(target) => match routes.network_of(target.addr.into()) {
+            Some(net) => Decision::Translate { tag: net, snat: None, dnat: Some(target) },
+            None => Decision::Pass,
+        },
+        None => Decision::Pass,
+    };
+    let (verdict, edit) = nat.table.track(eth.frame.payload(), cx.now, publish);
+    let e = match (verdict, edit) {
+        (Verdict::Translated(_), Some(e)) => e,
+        (Verdict::Dropped(why @ (Refused::SessionLimit | Refused::PortsExhausted | Refused::Clash)), _) => {
+            obs.note(NAME, Note::Dropped(refused(why)));
+            return ControlFlow::Break(Action::Drop(refused(why)));
+        }
+        _ => return keep,
+    };
     let to = e.destination();
     let found = routes.network_of(to.into()).and_then(|n| Some((routes.net(n)?, n)));
     let Some((NetRoute { gateway_mac, neighbors, table, .. }, _)) = found else {
         obs.note(NAME, Note::Dropped(DropReason::NoNeighbor));
         return ControlFlow::Break(Action::Drop(DropReason::NoNeighbor));
     };
-    let found: Option<(MacAddr, PortId)> = neighbors.get(&to).and_then(|&mac| Some((mac, table.lookup(mac)?)));
+    let found: Option<(MacAddr, PortId)> =
+        neighbors.get(&to).and_then(|&(mac, port)| Some((mac, table.lookup(mac).or(port)?)));
     let Some((mac, port)) = found else {
         obs.note(NAME, Note::Dropped(DropReason::NoNeighbor));
         return ControlFlow::Break(Action::Drop(DropReason::NoNeighbor));
@@ -206,7 +222,7 @@ mod tests {
             neighbors,
             table: p.table().clone(),
         };
-        let e = HashMap::from([(Ipv4Addr::new(10, 1, 0, 5), E.parse().unwrap())]);
+        let e = HashMap::from([(Ipv4Addr::new(10, 1, 0, 5), (E.parse().unwrap(), None))]);
         let routes = Routes::new(vec![("10.1.0.0/16".parse().unwrap(), 1), ("192.0.2.0/24".parse().unwrap(), 2)])
             .with_nets(
                 vec![(1, net(&inside, GW, internal, e)), (2, net(&outside, UP, false, HashMap::new()))],

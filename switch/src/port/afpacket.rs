@@ -291,6 +291,12 @@ impl AfPacketQueue {
         }
     }
 
+    /// Replace the program of a steered fanout group this queue belongs to.
+    pub fn set_fanout_program(fd: &OwnedFd, program: &[libc::sock_filter]) -> io::Result<()> {
+        let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+        setsockopt(fd, SOL_PACKET, libc::PACKET_FANOUT_DATA, &prog, "PACKET_FANOUT_DATA")
+    }
+
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -255,8 +255,17 @@ pub fn wait_for_closes() {
     }
 }
 
-/// Open port `name` of `kind` with one queue for each of `workers` workers.
-pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
+/// The uplink's fanout program for `workers` workers and these published ports.
+pub fn uplink_program(workers: usize, published: &[steer::Published]) -> Vec<libc::sock_filter> {
+    let split = vswitch_nat::ports::PortSplit::new(crate::worker::NAT_PORTS, workers);
+    let (lo, per) = (*split.range(0).start(), split.range(0).len() as u32);
+    steer::by_outside_port(lo, per, published)
+}
+
+/// Open port `name` of `kind` with one queue for each of `workers` workers; with `pin`, an
+/// AF_PACKET port's frames all go to that worker (an endpoint that publishes ports: its
+/// sessions live there).
+pub fn open(name: &str, kind: PortKind, workers: usize, pin: Option<usize>) -> io::Result<Opened> {
     match kind {
         PortKind::AfPacket | PortKind::Uplink => {
             let ifindex = netdev::ifindex(name)
@@ -271,12 +280,9 @@ pub fn open(name: &str, kind: PortKind, workers: usize) -> io::Result<Opened> {
                     .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("opening a queue panicked"))))
                     .collect()
             });
-            let mut fanout = match kind {
-                PortKind::Uplink => {
-                    let split = vswitch_nat::ports::PortSplit::new(crate::worker::NAT_PORTS, workers);
-                    let (lo, per) = (*split.range(0).start(), split.range(0).len() as u32);
-                    afpacket::Fanout::steered(steer::by_outside_port(lo, per))
-                }
+            let mut fanout = match (kind, pin) {
+                (PortKind::Uplink, _) => afpacket::Fanout::steered(uplink_program(workers, &[])),
+                (_, Some(w)) => afpacket::Fanout::steered(steer::pinned(w as u32)),
                 _ => afpacket::Fanout::default(),
             };
             let mut queues = Vec::with_capacity(workers);

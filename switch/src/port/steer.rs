@@ -27,29 +27,59 @@ enum Ins {
     JeqTo(u32, &'static str),
     JaTo(&'static str),
     Label(&'static str),
+    /// If A == k, return `ret`; else go on (two instructions, no far jump: any number of
+    /// these fits).
+    ReturnIf(u32, u32),
 }
 
-/// The program for outside ports from `lo`, `per_worker` ports per worker.
-pub fn by_outside_port(lo: u16, per_worker: u32) -> Vec<sock_filter> {
+/// A published host port (protocol number, port) and the worker that owns its sessions.
+pub type Published = (u8, u16, u32);
+
+/// Every frame to one worker: the port of an endpoint that publishes ports, whose sessions
+/// (and so whose replies) live on that worker.
+pub fn pinned(worker: u32) -> Vec<sock_filter> {
+    vec![sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k: worker }]
+}
+
+/// The program for outside ports from `lo`, `per_worker` ports per worker; a published host
+/// port goes to the worker that owns its endpoint instead.
+pub fn by_outside_port(lo: u16, per_worker: u32, published: &[Published]) -> Vec<sock_filter> {
     use Ins::*;
     // Bytes `c` into the IPv4 header (and beyond, with X added).
     let net = |c: u32| (SKF_NET_OFF as u32).wrapping_add(c);
     let ld = |size: u32, mode: u32, c: u32| Op((BPF_LD | size | mode) as u16, net(c));
     let ihl_to_x = |c: u32| Op((BPF_LDX | BPF_B | BPF_MSH) as u16, net(c));
-    let prog = [
+    // A holds the destination port: a published one goes to its endpoint's worker.
+    let publications = |proto: u8| -> Vec<Ins> {
+        let mut v: Vec<Ins> =
+            published.iter().filter(|p| p.0 == proto).map(|p| ReturnIf(u32::from(p.1), p.2)).collect();
+        v.push(JaTo("slice"));
+        v
+    };
+    let head = [
         Op((BPF_LD | BPF_H | BPF_ABS) as u16, (SKF_AD_OFF + SKF_AD_PROTOCOL) as u32), // ethertype
         JeqTo(0x0800, "ipv4"),
         Op((BPF_RET | BPF_K) as u16, 0),
         Label("ipv4"),
         ld(BPF_B, BPF_ABS, 9), // protocol
-        JeqTo(6, "ports"),
-        JeqTo(17, "ports"),
-        JeqTo(1, "icmp"),
+        JeqTo(6, "to_tcp"),
+        JeqTo(17, "to_udp"),
+        JeqTo(1, "to_icmp"),
         Op((BPF_RET | BPF_K) as u16, 0),
-        Label("ports"),
+        // Conditional jumps reach 255 instructions at most; the published ports between
+        // here and ICMP may be more: jump there unconditionally.
+        Label("to_tcp"),
+        JaTo("tcp"),
+        Label("to_udp"),
+        JaTo("udp"),
+        Label("to_icmp"),
+        JaTo("icmp"),
+        Label("tcp"),
         ihl_to_x(0),
         ld(BPF_H, BPF_IND, 2), // destination port
-        JaTo("slice"),
+    ];
+    let udp = [Label("udp"), ihl_to_x(0), ld(BPF_H, BPF_IND, 2)];
+    let tail = [
         Label("icmp"),
         ihl_to_x(0),
         ld(BPF_B, BPF_IND, 0), // ICMP type
@@ -74,6 +104,8 @@ pub fn by_outside_port(lo: u16, per_worker: u32) -> Vec<sock_filter> {
         Op((BPF_ALU | BPF_DIV | BPF_K) as u16, per_worker.max(1)),
         Op((BPF_RET | BPF_A) as u16, 0),
     ];
+    let prog: Vec<Ins> =
+        head.into_iter().chain(publications(6)).chain(udp).chain(publications(17)).chain(tail).collect();
     assemble(&prog)
 }
 
@@ -85,19 +117,25 @@ fn assemble(prog: &[Ins]) -> Vec<sock_filter> {
             Ins::Label(l) => {
                 at.insert(*l, n);
             }
+            Ins::ReturnIf(..) => n += 2,
             _ => n += 1,
         }
     }
     let mut out = Vec::with_capacity(n);
     for i in prog {
         let here = out.len();
-        let off = |l: &str| (at[l] - here - 1) as u8;
+        let off = |l: &str| at[l] - here - 1;
+        let near = |l: &str| u8::try_from(off(l)).expect("a conditional jump within 255 instructions");
         match i {
             Ins::Op(code, k) => out.push(sock_filter { code: *code, jt: 0, jf: 0, k: *k }),
             Ins::JeqTo(k, l) => {
-                out.push(sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt: off(l), jf: 0, k: *k })
+                out.push(sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt: near(l), jf: 0, k: *k })
             }
             Ins::JaTo(l) => out.push(sock_filter { code: (BPF_JMP | BPF_JA) as u16, jt: 0, jf: 0, k: off(l) as u32 }),
+            Ins::ReturnIf(k, ret) => {
+                out.push(sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt: 0, jf: 1, k: *k });
+                out.push(sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k: *ret });
+            }
             Ins::Label(_) => {}
         }
     }
@@ -157,7 +195,7 @@ mod tests {
     #[test]
     fn replies_go_to_the_owner_of_their_port() {
         // 1024..=65535 in 2: worker 0 has 1024..=33279, worker 1 from 33280.
-        let p = by_outside_port(1024, 32256);
+        let p = by_outside_port(1024, 32256, &[]);
         let owner = |spec: &str| run(&p, &frame(spec));
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 80 dport 2000"), 0);
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 80 dport 40000"), 1);
@@ -168,8 +206,21 @@ mod tests {
     }
 
     #[test]
+    fn a_published_port_goes_to_its_endpoints_worker() {
+        let published: Vec<Published> = (0..300).map(|i| (6, 20000 + i, 1)).chain([(17, 8080, 1)]).collect();
+        let p = by_outside_port(1024, 32256, &published);
+        let owner = |spec: &str| run(&p, &frame(spec));
+        assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 5000 dport 20299"), 1, "by the slice: 0");
+        assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 5000 dport 8080"), 0, "udp only");
+        assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 8080"), 1);
+        assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 40000"), 1);
+        assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 2000"), 0);
+        assert_eq!(run(&pinned(1), &frame("arp who-has 10.0.0.1 tell 10.0.0.2")), 1);
+    }
+
+    #[test]
     fn echo_replies_and_errors_follow_their_flow() {
-        let p = by_outside_port(1024, 32256);
+        let p = by_outside_port(1024, 32256, &[]);
         let mut reply = frame("ip src 198.51.100.7 dst 192.0.2.10 icmp");
         // Make it an echo reply (type 0) with identifier 40000.
         let l4 = 14 + 20;

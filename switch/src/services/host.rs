@@ -182,6 +182,11 @@ impl Host {
         let mut frames = Vec::new();
         if let Some((ip, _)) = self.addrs.ipv4 {
             frames.push(gratuitous_arp(mac, ip));
+            // On the uplink, ask for the next hop at once: until its MAC is known nothing
+            // goes out (the first request, sent before the port was attached, went nowhere).
+            if let Some(target) = self.addrs.next_hop.as_ref().and_then(|h| h.addr) {
+                frames.push(arp_request(mac, ip, target));
+            }
         }
         if let Some((ip, _)) = self.addrs.ipv6 {
             frames.push(unsolicited_na(mac, ip));
