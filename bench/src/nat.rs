@@ -8,6 +8,10 @@
 //!  kernel:  [endpoint ns] --veth-- [router ns: br0 10.205.0.1, MASQUERADE] --veth-- [world ns]
 //!  vswitch: [endpoint ns] --veth-- vswitch (network natbench, uplink 192.0.2.10) --veth-- [world ns]
 //! ```
+//!
+//! Measured: TCP endpoint → world (SNAT); TCP world → 192.0.2.10:5201, published to the
+//! endpoint (DNAT: iptables DNAT on the kernel side, `-p 5201:5201` on vswitch's); 64-byte
+//! UDP over 1k and 100k flows, endpoint → world.
 
 use crate::scenario::{self, Measure};
 use crate::switch::Lab;
@@ -122,6 +126,9 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
         &router,
         &["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.205.0.0/24", "-o", "up0", "-j", "MASQUERADE"],
     )?;
+    // Publishing, as `docker run -p 5201:5201` does it.
+    let dnat = ["-p", "tcp", "--dport", "5201", "-j", "DNAT", "--to-destination", "10.205.0.2:5201"];
+    run_in(&router, &[&["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "up0"][..], &dnat[..]].concat())?;
 
     // vswitch: the same, with the switch as bridge, gateway and NAT.
     let (ev, wv) = (t.ns("nat-ev")?, t.ns("nat-wv")?);
@@ -131,7 +138,7 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     let _daemon = lab.start_daemon()?;
     lab.vs_current(&["uplink", "set", &up, "--address", &format!("{UPLINK}/24"), "--gateway", WORLD])?;
     lab.vs_current(&["network", "create", "natbench", "--subnet", "10.206.0.0/24"])?;
-    lab.vs_current(&["network", "connect", "natbench", "--netns", &ev])?;
+    lab.vs_current(&["network", "connect", "natbench", "--netns", &ev, "-p", "5201:5201"])?;
 
     let sides = [(host(&ek, "10.205.0.2"), host(&wk, WORLD)), (host(&ev, "10.206.0.2"), host(&wv, WORLD))];
     for (a, b) in &sides {
@@ -146,6 +153,12 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     let gws = [kernel_gw, vswitch_gw];
 
     let mut tcp = Pair { name: "TCP, 1 stream".into(), unit: "Gbit/s".into(), target: 0.8, ..Pair::default() };
+    let mut dnat = Pair {
+        name: "TCP, 1 stream, world to a published port (DNAT)".into(),
+        unit: "Gbit/s".into(),
+        target: 0.8,
+        ..Pair::default()
+    };
     let mut udp: Vec<Pair> = FLOWS
         .iter()
         .map(|f| Pair { name: format!("UDP 64 B, {f} flows"), unit: "kpps".into(), target: 1.0, ..Pair::default() })
@@ -158,6 +171,10 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
             eprintln!("nat round {round}/{rounds}: {side}");
             let m = scenario::measure(Measure::Tcp { streams: 1 }, a, b, secs, false)?;
             push(&mut tcp, i, m.get("gbps").copied().unwrap_or(0.0));
+            // The other way: world connects to the uplink's address, published to the endpoint.
+            let published = host(&a.ns, UPLINK);
+            let m = scenario::measure(Measure::Tcp { streams: 1 }, b, &published, secs, false)?;
+            push(&mut dnat, i, m.get("gbps").copied().unwrap_or(0.0));
             for (k, &flows) in FLOWS.iter().enumerate() {
                 let (off, fwd) = udp_flows(a, b, &gws[i], flows, secs)?;
                 push(&mut udp[k], i, fwd);
@@ -165,7 +182,7 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
             }
         }
     }
-    let mut pairs = vec![tcp];
+    let mut pairs = vec![tcp, dnat];
     for (mut p, off) in udp.into_iter().zip(offered) {
         p.kernel_offered = median(&off[0]);
         p.vswitch_offered = median(&off[1]);
@@ -224,7 +241,7 @@ fn median(v: &[f64]) -> f64 {
 
 pub fn table(r: &Report) -> String {
     let mut out =
-        String::from("\n### nat: endpoint to world through SNAT, vswitch beside the kernel (bridge + MASQUERADE)\n\n");
+        String::from("\n### nat: through SNAT and DNAT, vswitch beside the kernel (bridge + MASQUERADE + DNAT)\n\n");
     let _ = writeln!(out, "| case | kernel (rounds) | vswitch (rounds) | kernel | vswitch | vswitch / kernel | target | offered (kernel / vswitch) |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.1}")).collect::<Vec<_>>().join(", ");
