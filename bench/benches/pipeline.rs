@@ -59,7 +59,7 @@ fn bridge(table: Arc<MacTable>) -> Pipeline {
     table.add_static(mac, vswitch::fdb::GATEWAY_PORT).unwrap();
     let gateway =
         Gateway { net: 0, mac, ipv4: Some("10.0.0.1".parse().unwrap()), ipv6: Some("fd00::1".parse().unwrap()) };
-    Pipeline::Bridge(Bridge { table, gateway: Some(gateway) })
+    Pipeline::Bridge(Bridge { table, gateway: Some(gateway), icc: true })
 }
 
 /// One 64-byte frame through a bridge network's stages (classify, learn, lookup, gateway),

@@ -225,3 +225,91 @@ fn bad_or_taken_ports_are_refused_and_change_nothing() {
     assert!(e.contains("internal"), "{e}");
     s.d.ok(&["rm", &first]);
 }
+
+/// `tcpcheck send` from `client` to `ip:port`; the server in `server` reports who it saw.
+fn send_through(server: &Netns, client: &Netns, listen: &str, ip: &str, port: &str) -> String {
+    let srv = serve(server, &["serve", listen, "0"]);
+    let bin = tcpcheck_bin();
+    let sent = client.output(&["timeout", "20", bin.to_str().unwrap(), "send", ip, port, "4"]);
+    assert!(sent.status.success(), "send to {ip}:{port}: {}", String::from_utf8_lossy(&sent.stderr));
+    let got = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(got.lines().last(), String::from_utf8_lossy(&sent.stdout).lines().last(), "bytes differ");
+    got
+}
+
+#[test]
+fn hairpin_reaches_a_published_port_from_the_same_and_from_another_network() {
+    let s = setup(&[]);
+    let name = unique("web");
+    let web = publisher(&s, &name, &["8080:80"]);
+    let neighbour = endpoint(&s);
+    let other_net = net_name();
+    s.d.ok(&["network", "create", &other_net, "--subnet", "10.58.0.0/24"]);
+    let stranger = Netns::new();
+    s.d.ok(&["network", "connect", &other_net, "--netns", &stranger.name]);
+    // Several connections from each: their source ports spread them over both workers, and
+    // each reply must find the worker that holds its session.
+    for client in [&neighbour, &stranger] {
+        for _ in 0..4 {
+            let got = send_through(&web, client, "80", "192.0.2.10", "8080");
+            // The publisher sees the uplink's address, so its reply comes back through the
+            // switch (not straight to a neighbour that expects 192.0.2.10:8080).
+            assert!(got.contains("from 192.0.2.10:"), "{got}\n{}", s.d.log());
+        }
+    }
+    // Removing the publisher takes its sessions with it.
+    let published = |s: &Setup| {
+        s.d.json(&["nat", "sessions"])["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["remote"] == "192.0.2.10:8080")
+            .count()
+    };
+    assert!(published(&s) >= 1, "the hairpin sessions");
+    s.d.ok(&["rm", &name]);
+    assert!(eventually(5, || published(&s) == 0), "sessions of an unpublished port stayed");
+}
+
+#[test]
+fn icc_false_keeps_endpoints_apart_but_lets_them_out() {
+    let s = setup(&["-o", "icc=false"]);
+    let a = endpoint(&s);
+    let b = endpoint(&s);
+    let v = s.d.json(&["network", "inspect", &s.net]);
+    let eps = v[0]["endpoints"].as_array().unwrap();
+    let ip_of = |i: usize| eps[i]["ipv4"].as_str().unwrap().to_string();
+    let port_a = eps[0]["name"].as_str().unwrap().to_string();
+    assert!(a.wait_ping("10.59.0.1", 5), "the gateway");
+    assert!(a.wait_ping(WORLD, 10), "the outside");
+    assert!(!a.ping(&ip_of(1), 2), "a reached b on an icc=false network");
+    assert!(s.d.drops(&port_a, "icc_denied") >= 1, "{}", s.d.ok(&["stats"]));
+    assert!(b.wait_ping("10.59.0.1", 5));
+    // The same network with icc left on: they reach each other (the check above can fail).
+    let open = net_name();
+    s.d.ok(&["network", "create", &open, "--subnet", "10.57.0.0/24"]);
+    let (c, d) = (Netns::new(), Netns::new());
+    s.d.ok(&["network", "connect", &open, "--netns", &c.name]);
+    s.d.ok(&["network", "connect", &open, "--netns", &d.name]);
+    let d_ip = s.d.json(&["network", "inspect", &open])[0]["endpoints"][1]["ipv4"].as_str().unwrap().to_string();
+    assert!(c.wait_ping(&d_ip, 5));
+    assert!(s.d.fails(&["network", "create", &net_name(), "-o", "icc=maybe"]).contains("true or false"));
+}
+
+#[test]
+fn traceroute_through_the_switch_shows_the_gateway_hop() {
+    let s = setup(&[]);
+    let a = endpoint(&s);
+    assert!(a.wait_ping(WORLD, 10));
+    // UDP probes: the first one's TTL runs out at the gateway (time exceeded from 10.59.0.1),
+    // the second reaches world, whose port unreachable comes back translated.
+    let out = a.run(&["traceroute", "-n", "-q", "1", "-w", "2", "-m", "4", WORLD]);
+    let hops: Vec<&str> = out.lines().skip(1).collect();
+    assert!(hops.first().is_some_and(|h| h.contains("10.59.0.1")), "{out}");
+    assert!(hops.get(1).is_some_and(|h| h.contains(WORLD)), "{out}");
+    assert_eq!(hops.len(), 2, "world is the second hop: {out}");
+    // And a ping with TTL 1 hears "time to live exceeded" from the gateway.
+    let ping = a.output(&["ping", "-c", "1", "-W", "2", "-t", "1", WORLD]);
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains("From 10.59.0.1") && text.contains("Time to live exceeded"), "{text}");
+}

@@ -204,6 +204,9 @@ fn say(note: Note, name: &impl Fn(PortId) -> String, len: usize, in_port: &str) 
         Note::Unknown(dst) => format!("{dst} is not in the MAC table: flood"),
         Note::Group(dst) => format!("{dst} is a group address: flood"),
         Note::ForGateway(GatewayWhy::Unicast) => "for the switch's own address on this network".into(),
+        Note::ForGateway(GatewayWhy::TtlExpired) => {
+            "its TTL runs out here: the gateway answers ICMP time exceeded".into()
+        }
         Note::ForGateway(GatewayWhy::ArpRequest) => {
             "an ARP request for the gateway's address: answered by the switch".into()
         }
@@ -242,6 +245,7 @@ fn drop_text(why: DropReason, len: usize) -> String {
             "addressed beyond the gateway: no route to the outside (no uplink, or an internal network)".into()
         }
         DropReason::NoNeighbor => "the next hop's (or the endpoint's) MAC is not known yet".into(),
+        DropReason::IccDenied => "endpoint to endpoint on a network with icc=false".into(),
         other => other.name().into(),
     }
 }

@@ -222,13 +222,13 @@ impl Ipv6Spec {
     }
 }
 
-/// `ip [src A] [dst B] [icmp | tcp | udp [sport N] [dport N]]`: a valid IPv4 header.
+/// `ip [src A] [dst B] [ttl N] [icmp | tcp | udp [sport N] [dport N]]`: a valid IPv4 header.
 fn ipv4<'a>(words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> Result<Vec<u8>, String> {
     let (mut src, mut dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let (mut proto, mut sport, mut dport) = (0u8, 1024u16, 80u16);
+    let (mut proto, mut sport, mut dport, mut ttl) = (0u8, 1024u16, 80u16, 64u8);
     // The words that belong to the IP header (addresses) or, after a protocol, to it (ports).
     let ours = |w: &str, proto: u8| match w {
-        "src" | "dst" => proto == 0,
+        "src" | "dst" | "ttl" => proto == 0,
         "sport" | "dport" => proto != 0,
         "icmp" | "tcp" | "udp" => proto == 0,
         _ => false,
@@ -237,6 +237,7 @@ fn ipv4<'a>(words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> R
         match w {
             "src" => src = num(next(words, w)?, "IPv4 address")?,
             "dst" => dst = num(next(words, w)?, "IPv4 address")?,
+            "ttl" => ttl = num(next(words, w)?, "TTL")?,
             "icmp" => proto = 1,
             "tcp" => proto = 6,
             "udp" => proto = 17,
@@ -257,7 +258,7 @@ fn ipv4<'a>(words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> R
     let total = (20 + l4.len()) as u16;
     let mut h = vec![0x45, 0];
     h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x40, 0, 64, if proto == 0 { 253 } else { proto }, 0, 0]);
+    h.extend_from_slice(&[0, 0, 0x40, 0, ttl, if proto == 0 { 253 } else { proto }, 0, 0]);
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     let mut sum = h.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum::<u32>();

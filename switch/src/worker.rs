@@ -273,6 +273,14 @@ impl Worker {
                 self.nat.table.remove_where(|s| s.tag == net);
             }
             Cmd::SetRoutes(routes) => {
+                let gone = routes.unpublished_since(&self.routes);
+                if !gone.is_empty() {
+                    self.nat.table.remove_where(|s| {
+                        gone.iter().any(|&(proto, port, target)| {
+                            s.orig.proto == proto && s.orig.dst.port == port && s.reply.src == target
+                        })
+                    });
+                }
                 self.nat.table.set_reserved(routes.reserved.clone());
                 self.routes = routes;
             }
@@ -686,7 +694,7 @@ mod tests {
         let link = Arc::new(Link::new(vec![waker.clone()]));
         let mut w = Worker::new(0, rx, waker, faults, link);
         let table = Arc::new(MacTable::new(1024));
-        let pipeline = Pipeline::Bridge(Bridge { table: table.clone(), gateway: None });
+        let pipeline = Pipeline::Bridge(Bridge { table: table.clone(), gateway: None, icc: true });
         tx.send(Cmd::AddNetwork { net: 0, pipeline, gateway: None }).unwrap();
         let mut shared = Vec::new();
         for p in 1..=3 {

@@ -20,7 +20,7 @@ use crate::mac::MacAddr;
 use crate::netdev::check_ifname;
 use crate::pipeline::{Bridge, Gateway, NetRoute, NextHop, Pipeline, Routes, UplinkRoute};
 use crate::port::afpacket::AfPacketQueue;
-use crate::port::{uplink_program, Opened, PortKind, PortShared};
+use crate::port::{nat_slices, steer, uplink_program, Opened, PortKind, PortShared};
 use crate::protocol::*;
 use crate::services::host::GatewayAddrs;
 use crate::trace::{Filter, Select, Tracer};
@@ -55,6 +55,15 @@ struct LivePort {
     ifindex: Option<u32>,
     /// TAP ports: the device's tx_dropped when last read (frames it had no room to queue for us).
     tap_dropped: Option<u64>,
+    /// Ports whose frames are steered to workers by a program (the uplink, endpoints that
+    /// publish ports): a socket of the fanout group, to change the program, and the worker
+    /// a pinned port belongs to.
+    steer: Option<Steer>,
+}
+
+struct Steer {
+    fd: std::os::fd::OwnedFd,
+    pin: Option<usize>,
 }
 
 /// A port opened and waiting for its state to be saved.
@@ -101,8 +110,6 @@ pub struct Controller {
     next_port_id: PortId,
     /// The uplink's next hop, resolved by its host in the services thread.
     next_hop: Option<Arc<NextHop>>,
-    /// A socket of the uplink's fanout group (its program follows the published ports).
-    uplink_fanout: Option<std::os::fd::OwnedFd>,
     /// Where the search for a free network id starts.
     next_net_id: NetId,
     /// The state changed (the world forced it) but could not be saved yet.
@@ -158,7 +165,6 @@ impl Controller {
             traces: Vec::new(),
             next_port_id: 1,
             next_hop: None,
-            uplink_fanout: None,
             next_net_id: 0,
             unsaved: false,
         };
@@ -298,7 +304,7 @@ impl Controller {
             IpAddr::V4(_) => None,
         });
         let gateway = Gateway { net: id, mac: b.gateway_mac, ipv4: v4.map(|g| g.0), ipv6: v6.map(|g| g.0) };
-        let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway) });
+        let pipeline = Pipeline::Bridge(Bridge { table, gateway: Some(gateway), icc: b.icc });
         // One counter slot per worker, and one for the services thread (its drops).
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, max_frame_for_mtu(b.mtu)));
         // The uplink's host resolves the next hop for the route stage.
@@ -352,16 +358,28 @@ impl Controller {
                 })
             })
             .collect();
-        // Each published port's frames go to the worker its endpoint is pinned to.
-        if let Some(fd) = &self.uplink_fanout {
-            let workers = self.dp.workers();
-            let steer: Vec<_> =
-                published.iter().map(|(p, _, port, t)| (*p as u8, *port, owner_of(t.addr, workers) as u32)).collect();
-            if let Err(e) = AfPacketQueue::set_fanout_program(fd, &uplink_program(workers, &steer)) {
-                error!("cannot steer the uplink's published ports: {e}");
+        self.steer_ports(&published, uplink.as_ref().map(|u| u.addr));
+        self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink).with_published(published));
+    }
+
+    /// Each published port's frames on the uplink go to the worker its endpoint is pinned
+    /// to; a pinned endpoint's hairpin replies (to the uplink's address) go to the worker
+    /// that holds their session.
+    fn steer_ports(&self, published: &[(Proto, Option<Ipv4Addr>, u16, NatEndpoint)], uplink: Option<Ipv4Addr>) {
+        let workers = self.dp.workers();
+        let by_port: Vec<_> =
+            published.iter().map(|(p, _, port, t)| (*p as u8, *port, owner_of(t.addr, workers) as u32)).collect();
+        for (name, p) in &self.ports {
+            let Some(s) = &p.steer else { continue };
+            let program = match s.pin {
+                _ if p.kind == PortKind::Uplink => uplink_program(workers, &by_port),
+                Some(w) => steer::pinned(w as u32, uplink.map(|a| (a, nat_slices(workers)))),
+                None => continue,
+            };
+            if let Err(e) = AfPacketQueue::set_fanout_program(&s.fd, &program) {
+                error!(port = %name, "cannot change how the port's frames are steered to workers: {e}");
             }
         }
-        self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink).with_published(published));
     }
 
     /// A port id no live or prepared port has. Ids are handed out in turn, not lowest-free
@@ -381,16 +399,20 @@ impl Controller {
     fn attach(&mut self, p: NewPort) {
         let NewPort { id, name, network, kind, opened } = p;
         let created = opened.created;
-        if kind == PortKind::Uplink && self.dp.workers() > 1 {
-            // A socket of the uplink's fanout group, to change its program as ports are
-            // published (the queues themselves belong to the workers).
-            let fd = opened.queues.first().map(|q| q.fd()).filter(|&fd| fd >= 0);
-            // SAFETY: dup of a live descriptor of ours; the copy is owned here.
-            self.uplink_fanout = fd.map(|fd| unsafe { libc::dup(fd) }).filter(|&d| d >= 0).map(|d| {
+        let workers = self.dp.workers();
+        let pin = self.st.network(&network).and_then(|n| n.endpoint(&name)).and_then(|e| pin_of(e, workers));
+        let steered = matches!(kind, PortKind::Uplink) || (kind == PortKind::AfPacket && pin.is_some());
+        let steer = (steered && workers > 1)
+            .then(|| {
+                // A socket of the port's fanout group, to change its program later (the
+                // queues themselves belong to the workers).
+                let fd = opened.queues.first().map(|q| q.fd()).filter(|&fd| fd >= 0)?;
+                // SAFETY: dup of a live descriptor of ours; the copy is owned here.
+                let d = unsafe { libc::dup(fd) };
                 // SAFETY: a fresh descriptor nothing else owns.
-                unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }
-            });
-        }
+                (d >= 0).then(|| Steer { fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }, pin })
+            })
+            .flatten();
         // A slot per worker, and one for the control plane (TAP overruns, read each second).
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, opened.max_frame));
         let ifindex = opened.ifindex;
@@ -403,7 +425,7 @@ impl Controller {
         self.dp.add_port(id, net.id, opened, &shared);
         info!(network = %network, port = %name, kind = kind.name(), id, created, "port attached");
         let tap_dropped = (kind == PortKind::Tap).then(|| tap_tx_dropped(&name)).flatten();
-        self.ports.insert(name, LivePort { id, network, kind, shared, ifindex, tap_dropped });
+        self.ports.insert(name, LivePort { id, network, kind, shared, ifindex, tap_dropped, steer });
     }
 
     fn detach(&mut self, name: &str) {
@@ -569,6 +591,9 @@ impl Controller {
         }
         let mut mtu = DEFAULT_MTU;
         let mut inhibit_ipv4 = false;
+        let mut icc = true;
+        let boolean =
+            |k: &str, v: &str| v.parse::<bool>().map_err(|_| Error::invalid(format!("-o {k}={v}: true or false")));
         for (k, v) in &c.options {
             match k.as_str() {
                 "mtu" | "com.docker.network.driver.mtu" => {
@@ -577,13 +602,13 @@ impl Controller {
                             Error::invalid(format!("-o {k}={v}: the MTU is a number from 68 to 65535"))
                         })?
                 }
-                "com.docker.network.bridge.inhibit_ipv4" => {
-                    inhibit_ipv4 = v.parse().map_err(|_| Error::invalid(format!("-o {k}={v}: true or false")))?
-                }
+                "com.docker.network.bridge.inhibit_ipv4" => inhibit_ipv4 = boolean(k, v)?,
+                "icc" | "com.docker.network.bridge.enable_icc" => icc = boolean(k, v)?,
                 _ => {
                     return Err(Error::invalid(format!(
-                    "unknown option '{k}' for the bridge driver (options: mtu, com.docker.network.bridge.inhibit_ipv4)"
-                )))
+                        "unknown option '{k}' for the bridge driver (options: mtu, icc, \
+                         com.docker.network.bridge.inhibit_ipv4)"
+                    )))
                 }
             }
         }
@@ -625,6 +650,7 @@ impl Controller {
                 gateway_mac: ipam::random_mac(),
                 max_learned_per_port: c.max_learned_per_port,
                 inhibit_ipv4,
+                icc,
                 uplink: None,
             }),
             endpoints: vec![],
@@ -756,6 +782,7 @@ impl Controller {
                 gateway_mac: ipam::random_mac(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                icc: true,
                 uplink: Some(UplinkOptions { next_hop }),
             }),
             endpoints: vec![],

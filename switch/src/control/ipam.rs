@@ -264,6 +264,7 @@ mod tests {
                 gateway_mac: random_mac(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                icc: true,
                 uplink: None,
             }),
             endpoints: vec![],

@@ -73,6 +73,7 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                 gateway_mac: super::ipam::random_mac(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                icc: true,
                 uplink: None,
             }),
             endpoints: n

@@ -89,9 +89,21 @@ pub struct BridgeOptions {
     /// `com.docker.network.bridge.inhibit_ipv4`): another port of the network holds it.
     #[serde(default)]
     pub inhibit_ipv4: bool,
+    /// Endpoints may reach each other (Docker's `com.docker.network.bridge.enable_icc`);
+    /// false: only the gateway and what lies beyond it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub icc: bool,
     /// Set on the uplink network only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkOptions>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What the uplink network has that others do not.
@@ -480,6 +492,7 @@ pub(crate) mod tests {
                 gateway_mac: "02:42:00:00:00:01".parse().unwrap(),
                 max_learned_per_port: None,
                 inhibit_ipv4: false,
+                icc: true,
                 uplink: None,
             }),
             endpoints: vec![Endpoint {

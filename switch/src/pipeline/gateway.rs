@@ -158,6 +158,17 @@ impl Routes {
         ip.is_none_or(|ip| ip == dst.addr).then_some(*target)
     }
 
+    /// The published ports `old` had and these routes do not (protocol, host port, target):
+    /// their sessions go (stale DNAT sessions outliving a publication are a known Docker
+    /// complaint).
+    pub fn unpublished_since(&self, old: &Routes) -> Vec<(Proto, u16, NatEndpoint)> {
+        old.published
+            .iter()
+            .filter(|(k, v)| self.published.get(k) != Some(v))
+            .map(|(&(proto, port), &(_, target))| (proto, port, target))
+            .collect()
+    }
+
     pub fn network_of(&self, ip: IpAddr) -> Option<NetId> {
         self.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|&(_, n)| n)
     }

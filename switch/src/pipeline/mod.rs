@@ -2,10 +2,11 @@
 //! (`l2_input`, `l2_learn`, `l2_fwd`, `l2_bvi`, `l2_output`):
 //!
 //! ```text
-//!   classify ─▶ learn ─▶ lookup ─▶ gateway ─▶ egress
-//!   (runt,      (source   (dst MAC:  (frames for   (MTU, transmit,
-//!    oversize)   MAC)      port,      the switch,   counters)
-//!                          flood)     isolation)
+//!   classify ─▶ learn ─▶ lookup ─▶ gateway ─▶ [icc] ─▶ egress
+//!   (runt,      (source   (dst MAC:  (frames for   (icc=false:  (MTU, transmit,
+//!    oversize)   MAC)      port,      the switch,   endpoints    counters)
+//!                          flood)     isolation,    not to each
+//!                                     route/NAT)    other)
 //! ```
 //!
 //! Each network runs the pipeline its driver chooses ([`Pipeline`]); later drivers and
@@ -21,6 +22,7 @@
 pub mod classify;
 pub mod egress;
 pub mod gateway;
+pub mod icc;
 pub mod learn;
 pub mod lookup;
 pub mod route;
@@ -78,6 +80,8 @@ pub enum DropReason {
     NoRoute,
     /// gateway: the services queue was full (a flood of requests to the gateway).
     GatewayBusy,
+    /// icc: endpoint to endpoint on a network with `icc=false`.
+    IccDenied,
     /// route: the next hop, or the endpoint a reply is for, has no known MAC.
     NoNeighbor,
     /// route: not something the NAT translates (only TCP, UDP and ICMP echo; no fragments).
@@ -86,6 +90,8 @@ pub enum DropReason {
     NatNoSession,
     /// route: the session table or the outside ports are full.
     NatLimit,
+    /// route: an endpoint to its own published port (not supported yet).
+    HairpinSelf,
     /// egress: too big for the egress port's MTU.
     TooBigForEgress,
     /// egress: the egress port's transmit ring was full or the write failed.
@@ -93,7 +99,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::RxOverrun,
         DropReason::Runt,
         DropReason::Oversize,
@@ -105,10 +111,12 @@ impl DropReason {
         DropReason::Isolated,
         DropReason::NoRoute,
         DropReason::GatewayBusy,
+        DropReason::IccDenied,
         DropReason::NoNeighbor,
         DropReason::NatUnsupported,
         DropReason::NatNoSession,
         DropReason::NatLimit,
+        DropReason::HairpinSelf,
         DropReason::TooBigForEgress,
         DropReason::TxError,
     ];
@@ -127,10 +135,12 @@ impl DropReason {
             DropReason::Isolated => "isolated",
             DropReason::NoRoute => "no_route",
             DropReason::GatewayBusy => "gateway_busy",
+            DropReason::IccDenied => "icc_denied",
             DropReason::NoNeighbor => "no_neighbor",
             DropReason::NatUnsupported => "nat_unsupported",
             DropReason::NatNoSession => "nat_no_session",
             DropReason::NatLimit => "nat_limit",
+            DropReason::HairpinSelf => "hairpin_self",
             DropReason::TooBigForEgress => "too_big_for_egress",
             DropReason::TxError => "tx_error",
         }
@@ -144,9 +154,12 @@ impl DropReason {
             DropReason::PortQuota => learn::NAME,
             DropReason::LinkLocal | DropReason::SamePort => lookup::NAME,
             DropReason::Isolated | DropReason::NoRoute | DropReason::GatewayBusy => gateway::NAME,
-            DropReason::NoNeighbor | DropReason::NatUnsupported | DropReason::NatNoSession | DropReason::NatLimit => {
-                route::NAME
-            }
+            DropReason::IccDenied => icc::NAME,
+            DropReason::NoNeighbor
+            | DropReason::NatUnsupported
+            | DropReason::NatNoSession
+            | DropReason::NatLimit
+            | DropReason::HairpinSelf => route::NAME,
             DropReason::TooBigForEgress | DropReason::TxError => egress::NAME,
         }
     }
@@ -186,6 +199,8 @@ pub enum GatewayWhy {
     ArpRequest,
     /// An IPv6 neighbour solicitation for the gateway's IPv6 address.
     NeighborSolicit,
+    /// To be routed, but its TTL runs out here: the gateway answers "time exceeded".
+    TtlExpired,
 }
 
 /// Sees what each stage found. The workers use [`NoObserve`]; `explain` records.
@@ -240,6 +255,8 @@ pub enum Pipeline {
 pub struct Bridge {
     pub table: Arc<MacTable>,
     pub gateway: Option<Gateway>,
+    /// Endpoints may reach each other (Docker's icc; false runs the `icc` stage).
+    pub icc: bool,
 }
 
 /// What a pipeline needs from outside its network.
@@ -298,11 +315,14 @@ impl Bridge {
         let mut steps = || -> ControlFlow<Action, Action> {
             let eth = classify::run(cx, obs)?;
             learn::run(table, cx, &eth, obs)?;
-            let action = lookup::run(table, cx, &eth, obs)?;
-            match &self.gateway {
-                Some(gw) => gateway::run(gw, env.routes, nat, cx, &eth, action, obs),
-                None => ControlFlow::Continue(action),
+            let mut action = lookup::run(table, cx, &eth, obs)?;
+            if let Some(gw) = &self.gateway {
+                action = gateway::run(gw, env.routes, nat, cx, &eth, action, obs)?;
             }
+            if !self.icc {
+                action = icc::run(cx, action, obs)?;
+            }
+            ControlFlow::Continue(action)
         };
         match steps() {
             ControlFlow::Break(a) | ControlFlow::Continue(a) => a,
@@ -339,7 +359,11 @@ pub(crate) mod testing {
     }
 
     pub fn bridge(gateway: Option<Gateway>) -> Pipeline {
-        Pipeline::Bridge(Bridge { table: Arc::new(MacTable::new(1024)), gateway })
+        bridge_with(gateway, true)
+    }
+
+    pub fn bridge_with(gateway: Option<Gateway>, icc: bool) -> Pipeline {
+        Pipeline::Bridge(Bridge { table: Arc::new(MacTable::new(1024)), gateway, icc })
     }
 }
 
@@ -407,7 +431,7 @@ mod tests {
         assert_eq!(a, Action::Drop(DropReason::Runt));
         assert_eq!(notes, [("classify", Note::Dropped(DropReason::Runt))]);
         for why in DropReason::ALL {
-            assert!(["port", "classify", "learn", "lookup", "gateway", "route", "egress"].contains(&why.stage()));
+            assert!(["port", "classify", "learn", "lookup", "gateway", "icc", "route", "egress"].contains(&why.stage()));
         }
     }
 }

@@ -257,9 +257,13 @@ pub fn wait_for_closes() {
 
 /// The uplink's fanout program for `workers` workers and these published ports.
 pub fn uplink_program(workers: usize, published: &[steer::Published]) -> Vec<libc::sock_filter> {
+    steer::by_outside_port(nat_slices(workers), published)
+}
+
+/// How the workers split the NAT's outside ports.
+pub fn nat_slices(workers: usize) -> steer::Slices {
     let split = vswitch_nat::ports::PortSplit::new(crate::worker::NAT_PORTS, workers);
-    let (lo, per) = (*split.range(0).start(), split.range(0).len() as u32);
-    steer::by_outside_port(lo, per, published)
+    steer::Slices { lo: *split.range(0).start(), per_worker: split.range(0).len() as u32 }
 }
 
 /// Open port `name` of `kind` with one queue for each of `workers` workers; with `pin`, an
@@ -282,7 +286,7 @@ pub fn open(name: &str, kind: PortKind, workers: usize, pin: Option<usize>) -> i
             });
             let mut fanout = match (kind, pin) {
                 (PortKind::Uplink, _) => afpacket::Fanout::steered(uplink_program(workers, &[])),
-                (_, Some(w)) => afpacket::Fanout::steered(steer::pinned(w as u32)),
+                (_, Some(w)) => afpacket::Fanout::steered(steer::pinned(w as u32, None)),
                 _ => afpacket::Fanout::default(),
             };
             let mut queues = Vec::with_capacity(workers);

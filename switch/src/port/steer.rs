@@ -13,11 +13,17 @@
 //! Offsets are from the network header (`SKF_NET_OFF`): the kernel runs fanout programs on
 //! received frames whose data starts there, not at the Ethernet header.
 //!
+//! An endpoint that publishes ports is pinned to one worker (its DNAT sessions live there),
+//! with one exception: what it sends to the uplink's own address is hairpin traffic (a reply
+//! to a neighbour that reached it through a published port), whose session lives on the
+//! worker whose slice holds the destination port. So its program is [`pinned`] with the
+//! uplink's address and the slices.
+//!
 //! Written by hand: it is twenty instructions, and eBPF would need a loader for them.
 
 use libc::{
     sock_filter, BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_DIV, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD,
-    BPF_LDX, BPF_MSH, BPF_RET, BPF_SUB, SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_NET_OFF,
+    BPF_LDX, BPF_MSH, BPF_RET, BPF_SUB, BPF_W, SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_NET_OFF,
 };
 
 /// Where each instruction's jumps go: by label, resolved when the program is built.
@@ -35,20 +41,75 @@ enum Ins {
 /// A published host port (protocol number, port) and the worker that owns its sessions.
 pub type Published = (u8, u16, u32);
 
+/// How the outside ports are split between workers: `per_worker` ports each from `lo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slices {
+    pub lo: u16,
+    pub per_worker: u32,
+}
+
+/// The instructions that return the worker whose slice holds the port in A.
+fn slice_of_a(s: Slices) -> [Ins; 4] {
+    use Ins::*;
+    [
+        Label("slice"),
+        Op((BPF_ALU | BPF_SUB | BPF_K) as u16, u32::from(s.lo)),
+        Op((BPF_ALU | BPF_DIV | BPF_K) as u16, s.per_worker.max(1)),
+        Op((BPF_RET | BPF_A) as u16, 0),
+    ]
+}
+
+/// Bytes `c` into the IPv4 header (and beyond, with X added).
+fn net(c: u32) -> u32 {
+    (SKF_NET_OFF as u32).wrapping_add(c)
+}
+
+fn ld(size: u32, mode: u32, c: u32) -> Ins {
+    Ins::Op((BPF_LD | size | mode) as u16, net(c))
+}
+
+fn ihl_to_x(c: u32) -> Ins {
+    Ins::Op((BPF_LDX | BPF_B | BPF_MSH) as u16, net(c))
+}
+
+fn ret(k: u32) -> Ins {
+    Ins::Op((BPF_RET | BPF_K) as u16, k)
+}
+
 /// Every frame to one worker: the port of an endpoint that publishes ports, whose sessions
-/// (and so whose replies) live on that worker.
-pub fn pinned(worker: u32) -> Vec<sock_filter> {
-    vec![sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k: worker }]
+/// (and so whose replies) live on that worker. With `uplink` (its address and how its ports
+/// are split), TCP and UDP to that address go by their destination port's slice instead:
+/// hairpin replies, to the worker holding their session.
+pub fn pinned(worker: u32, uplink: Option<(std::net::Ipv4Addr, Slices)>) -> Vec<sock_filter> {
+    use Ins::*;
+    let Some((addr, slices)) = uplink else { return assemble(&[ret(worker)]) };
+    let prog: Vec<Ins> = [
+        Op((BPF_LD | BPF_H | BPF_ABS) as u16, (SKF_AD_OFF + SKF_AD_PROTOCOL) as u32), // ethertype
+        JeqTo(0x0800, "ipv4"),
+        ret(worker),
+        Label("ipv4"),
+        ld(BPF_W, BPF_ABS, 16), // destination address
+        JeqTo(u32::from(addr), "to_uplink"),
+        ret(worker),
+        Label("to_uplink"),
+        ld(BPF_B, BPF_ABS, 9), // protocol
+        JeqTo(6, "ports"),
+        JeqTo(17, "ports"),
+        ret(worker),
+        Label("ports"),
+        ihl_to_x(0),
+        ld(BPF_H, BPF_IND, 2), // destination port
+    ]
+    .into_iter()
+    .chain(slice_of_a(slices))
+    .collect();
+    assemble(&prog)
 }
 
 /// The program for outside ports from `lo`, `per_worker` ports per worker; a published host
 /// port goes to the worker that owns its endpoint instead.
-pub fn by_outside_port(lo: u16, per_worker: u32, published: &[Published]) -> Vec<sock_filter> {
+pub fn by_outside_port(slices: Slices, published: &[Published]) -> Vec<sock_filter> {
     use Ins::*;
-    // Bytes `c` into the IPv4 header (and beyond, with X added).
-    let net = |c: u32| (SKF_NET_OFF as u32).wrapping_add(c);
-    let ld = |size: u32, mode: u32, c: u32| Op((BPF_LD | size | mode) as u16, net(c));
-    let ihl_to_x = |c: u32| Op((BPF_LDX | BPF_B | BPF_MSH) as u16, net(c));
     // A holds the destination port: a published one goes to its endpoint's worker.
     let publications = |proto: u8| -> Vec<Ins> {
         let mut v: Vec<Ins> =
@@ -99,13 +160,15 @@ pub fn by_outside_port(lo: u16, per_worker: u32, published: &[Published]) -> Vec
         JaTo("slice"),
         Label("quoted_echo"),
         ld(BPF_H, BPF_IND, 20 + 8 + 4), // its identifier
-        Label("slice"),
-        Op((BPF_ALU | BPF_SUB | BPF_K) as u16, u32::from(lo)),
-        Op((BPF_ALU | BPF_DIV | BPF_K) as u16, per_worker.max(1)),
-        Op((BPF_RET | BPF_A) as u16, 0),
     ];
-    let prog: Vec<Ins> =
-        head.into_iter().chain(publications(6)).chain(udp).chain(publications(17)).chain(tail).collect();
+    let prog: Vec<Ins> = head
+        .into_iter()
+        .chain(publications(6))
+        .chain(udp)
+        .chain(publications(17))
+        .chain(tail)
+        .chain(slice_of_a(slices))
+        .collect();
     assemble(&prog)
 }
 
@@ -173,6 +236,7 @@ mod tests {
                     a = u32::from(pkt[12]) << 8 | u32::from(pkt[13])
                 }
                 c if c == BPF_LD | BPF_H | BPF_ABS => a = half(f.k),
+                c if c == BPF_LD | BPF_W | BPF_ABS => a = half(f.k) << 16 | half(f.k + 2),
                 c if c == BPF_LD | BPF_B | BPF_ABS => a = byte(f.k),
                 c if c == BPF_LD | BPF_H | BPF_IND => a = half(f.k.wrapping_add(x)),
                 c if c == BPF_LD | BPF_B | BPF_IND => a = byte(f.k.wrapping_add(x)),
@@ -188,14 +252,16 @@ mod tests {
         }
     }
 
+    /// 1024..=65535 in 2: worker 0 has 1024..=33279, worker 1 from 33280.
+    const SLICES: Slices = Slices { lo: 1024, per_worker: 32256 };
+
     fn frame(spec: &str) -> Vec<u8> {
         frame_spec::parse(spec).unwrap()
     }
 
     #[test]
     fn replies_go_to_the_owner_of_their_port() {
-        // 1024..=65535 in 2: worker 0 has 1024..=33279, worker 1 from 33280.
-        let p = by_outside_port(1024, 32256, &[]);
+        let p = by_outside_port(SLICES, &[]);
         let owner = |spec: &str| run(&p, &frame(spec));
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 80 dport 2000"), 0);
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 80 dport 40000"), 1);
@@ -208,19 +274,34 @@ mod tests {
     #[test]
     fn a_published_port_goes_to_its_endpoints_worker() {
         let published: Vec<Published> = (0..300).map(|i| (6, 20000 + i, 1)).chain([(17, 8080, 1)]).collect();
-        let p = by_outside_port(1024, 32256, &published);
+        let p = by_outside_port(SLICES, &published);
         let owner = |spec: &str| run(&p, &frame(spec));
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 5000 dport 20299"), 1, "by the slice: 0");
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 tcp sport 5000 dport 8080"), 0, "udp only");
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 8080"), 1);
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 40000"), 1);
         assert_eq!(owner("ip src 198.51.100.7 dst 192.0.2.10 udp sport 5000 dport 2000"), 0);
-        assert_eq!(run(&pinned(1), &frame("arp who-has 10.0.0.1 tell 10.0.0.2")), 1);
+        assert_eq!(run(&pinned(1, None), &frame("arp who-has 10.0.0.1 tell 10.0.0.2")), 1);
+    }
+
+    #[test]
+    fn a_pinned_port_sends_hairpin_replies_to_the_owner_of_their_session() {
+        let p = pinned(1, Some(("192.0.2.10".parse().unwrap(), SLICES)));
+        let owner = |spec: &str| run(&p, &frame(spec));
+        // To the uplink's address: by the destination port's slice.
+        assert_eq!(owner("ip src 10.1.0.5 dst 192.0.2.10 tcp sport 80 dport 2000"), 0);
+        assert_eq!(owner("ip src 10.1.0.5 dst 192.0.2.10 udp sport 53 dport 33279"), 0);
+        assert_eq!(owner("ip src 10.1.0.5 dst 192.0.2.10 udp sport 53 dport 40000"), 1);
+        // Everything else: the endpoint's own worker.
+        assert_eq!(owner("ip src 10.1.0.5 dst 198.51.100.7 tcp sport 80 dport 2000"), 1);
+        assert_eq!(owner("ip src 10.1.0.5 dst 192.0.2.10 icmp"), 1);
+        assert_eq!(owner("arp who-has 10.1.0.1 tell 10.1.0.5"), 1);
+        assert_eq!(owner("ipv6 src fd00::1 dst fd00::2 udp"), 1);
     }
 
     #[test]
     fn echo_replies_and_errors_follow_their_flow() {
-        let p = by_outside_port(1024, 32256, &[]);
+        let p = by_outside_port(SLICES, &[]);
         let mut reply = frame("ip src 198.51.100.7 dst 192.0.2.10 icmp");
         // Make it an echo reply (type 0) with identifier 40000.
         let l4 = 14 + 20;

@@ -16,7 +16,8 @@ use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, M
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress,
-    Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
+    Icmpv4Message, Icmpv4Packet, Icmpv6Packet, Icmpv6Repr, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
 };
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -154,6 +155,14 @@ impl Host {
         if let Some(hop) = &self.addrs.next_hop {
             learn_next_hop(hop, &p.data);
         }
+        // Not for us but routed, with its TTL run out (the route stage sends those here).
+        if let Some((me, _)) = self.addrs.ipv4 {
+            if let Some(reply) = time_exceeded(EthernetAddress(self.addrs.mac.0), me, &p.data) {
+                self.wire.send(p.worker, &reply);
+                self.wire.link.recycle(p);
+                return;
+            }
+        }
         if self.wire.rx.len() >= RX_QUEUE {
             self.wire.busy();
             self.wire.link.recycle(p);
@@ -210,6 +219,48 @@ fn ethernet(
     EthernetRepr { src_addr: src, dst_addr: dst, ethertype: ty }.emit(&mut f);
     fill(f.payload_mut());
     buf
+}
+
+/// The bytes of the offending packet an ICMP error quotes: its header and the start of its
+/// payload, as Linux sends them (RFC 1812 allows up to 576 bytes in all).
+const ICMP_QUOTE: usize = 548;
+
+/// ICMP time exceeded (TTL exceeded in transit) from `me` for an IPv4 packet in `frame` that
+/// is addressed to someone else and whose TTL is 1 or less; None for anything else (and
+/// never about an ICMP error, as RFC 1122 says).
+pub fn time_exceeded(mac: EthernetAddress, me: Ipv4Addr, frame: &[u8]) -> Option<Vec<u8>> {
+    let f = EthernetFrame::new_checked(frame).ok()?;
+    if f.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(f.payload()).ok()?;
+    if ip.dst_addr() == me || ip.hop_limit() > 1 || ip.src_addr().is_broadcast() || ip.src_addr().is_multicast() {
+        return None;
+    }
+    if ip.next_header() == IpProtocol::Icmp {
+        let t = ip.payload().first().copied()?;
+        if ![0u8, 8, 13, 14].contains(&t) {
+            return None; // an error (or an unknown type): no error about it
+        }
+    }
+    let quoted = &f.payload()[..(ip.total_len() as usize).min(ICMP_QUOTE).min(f.payload().len())];
+    let icmp_len = 8 + quoted.len();
+    let repr = Ipv4Repr {
+        src_addr: me,
+        dst_addr: ip.src_addr(),
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp_len,
+        hop_limit: 64,
+    };
+    Some(ethernet(f.src_addr(), mac, EthernetProtocol::Ipv4, repr.buffer_len() + icmp_len, |p| {
+        let mut out = Ipv4Packet::new_unchecked(p);
+        repr.emit(&mut out, &ChecksumCapabilities::default());
+        let mut icmp = Icmpv4Packet::new_unchecked(out.payload_mut());
+        icmp.set_msg_type(Icmpv4Message::TimeExceeded);
+        icmp.set_msg_code(0); // TTL exceeded in transit
+        icmp.data_mut()[..quoted.len()].copy_from_slice(quoted);
+        icmp.fill_checksum();
+    }))
 }
 
 /// Note the next hop's MAC from an ARP packet it sent (its reply to us, or any request).
@@ -290,7 +341,6 @@ mod tests {
     use super::*;
     use crate::frame_spec;
     use crate::worker::Waker;
-    use smoltcp::wire::{Icmpv4Packet, Ipv4Packet};
 
     fn host() -> (Host, Arc<Link>) {
         let link = Arc::new(Link::new(vec![Arc::new(Waker::new().unwrap())]));
@@ -342,6 +392,35 @@ mod tests {
             (icmp.msg_type(), icmp.target_addr()),
             (smoltcp::wire::Icmpv6Message::NeighborAdvert, "fd00:1::1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn a_routed_packet_whose_ttl_runs_out_gets_time_exceeded() {
+        let (mut h, link) = host();
+        let probe =
+            "src 02:00:00:00:00:05 dst 02:42:0a:01:00:01 ip src 10.1.0.5 dst 198.51.100.7 ttl 1 udp dport 33434";
+        let out = feed(&mut h, &link, probe);
+        assert_eq!(out.len(), 1);
+        let f = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(f.dst_addr().0, [2, 0, 0, 0, 0, 5]);
+        let ip = Ipv4Packet::new_checked(f.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 5)));
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!((icmp.msg_type(), icmp.msg_code()), (Icmpv4Message::TimeExceeded, 0));
+        // It quotes the probe: its header and its UDP header.
+        let quoted = Ipv4Packet::new_checked(icmp.data()).unwrap();
+        assert_eq!(quoted.dst_addr(), Ipv4Addr::new(198, 51, 100, 7));
+        // No error about an error, and nothing for packets with TTL left.
+        let mac = EthernetAddress([2, 0x42, 10, 1, 0, 1]);
+        let me = Ipv4Addr::new(10, 1, 0, 1);
+        let mut error = out[0].clone();
+        error[14 + 8] = 1; // its TTL
+        error[14 + 16..14 + 20].copy_from_slice(&[198, 51, 100, 7]); // and not for us
+        assert!(time_exceeded(mac, me, &error).is_none());
+        let alive = frame_spec::parse(&probe.replace("ttl 1", "ttl 2")).unwrap();
+        assert!(time_exceeded(mac, me, &alive).is_none());
     }
 
     #[test]
