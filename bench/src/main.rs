@@ -2,6 +2,7 @@
 //! with the Linux bridge and Open vSwitch's userspace datapath, on topologies it builds in
 //! network namespaces of its own and removes again, also on Ctrl-C or a failure.
 
+mod connload;
 mod gen;
 mod nat;
 mod relay;
@@ -97,6 +98,23 @@ enum Cmd {
     /// (internal) relay frames between two TAP devices
     #[command(hide = true)]
     TapRelay { a: String, b: String },
+    /// (internal) accept TCP connections and close them at once
+    #[command(hide = true)]
+    ConnServe {
+        port: u16,
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+    },
+    /// (internal) open TCP connections as fast as possible; print connections per second
+    #[command(hide = true)]
+    ConnLoad {
+        ip: std::net::Ipv4Addr,
+        port: u16,
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 32)]
+        threads: usize,
+    },
 }
 
 fn main() {
@@ -113,6 +131,10 @@ fn main() {
                 .map(|n| println!("{n}"))
         }
         Some(Cmd::TapRelay { ref a, ref b }) => relay::relay(a, b),
+        Some(Cmd::ConnServe { port, secs }) => connload::serve(port, secs),
+        Some(Cmd::ConnLoad { ip, port, secs, threads }) => {
+            connload::load(ip, port, secs, threads).map(|r| println!("{r:.0}"))
+        }
         None => bench(args),
     };
     if let Err(e) = r {

@@ -10,12 +10,14 @@
 //! ```
 //!
 //! Measured: TCP endpoint → world (SNAT); TCP world → 192.0.2.10:5201, published to the
-//! endpoint (DNAT: iptables DNAT on the kernel side, `-p 5201:5201` on vswitch's); 64-byte
-//! UDP over 1k and 100k flows, endpoint → world.
+//! endpoint (DNAT: iptables DNAT on the kernel side, `-p 5201:5201` on vswitch's); new TCP
+//! connections per second from world to a published port (5202); 64-byte UDP over 1k and
+//! 100k flows, endpoint → world. Next to each figure, the cores the whole machine was busy
+//! (/proc/stat) while it was measured: both ends, and the kernel's or vswitch's NAT.
 
 use crate::scenario::{self, Measure};
 use crate::switch::Lab;
-use crate::sys::{counter, run, run_in, Res};
+use crate::sys::{cores_busy, counter, cpu_ticks, run, run_in, spawn_in, Res};
 use crate::topo::Host;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -41,6 +43,15 @@ pub struct Pair {
     pub vswitch_offered: f64,
     #[serde(default)]
     pub target: f64,
+    /// Cores busy machine-wide during each round's measurement, and their medians.
+    #[serde(default)]
+    pub kernel_cpu: Vec<f64>,
+    #[serde(default)]
+    pub vswitch_cpu: Vec<f64>,
+    #[serde(default)]
+    pub kernel_cpu_median: f64,
+    #[serde(default)]
+    pub vswitch_cpu_median: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -127,8 +138,11 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
         &["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.205.0.0/24", "-o", "up0", "-j", "MASQUERADE"],
     )?;
     // Publishing, as `docker run -p 5201:5201` does it.
-    let dnat = ["-p", "tcp", "--dport", "5201", "-j", "DNAT", "--to-destination", "10.205.0.2:5201"];
-    run_in(&router, &[&["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "up0"][..], &dnat[..]].concat())?;
+    for port in ["5201", "5202"] {
+        let to = format!("10.205.0.2:{port}");
+        let dnat = ["-p", "tcp", "--dport", port, "-j", "DNAT", "--to-destination", &to];
+        run_in(&router, &[&["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "up0"][..], &dnat[..]].concat())?;
+    }
 
     // vswitch: the same, with the switch as bridge, gateway and NAT.
     let (ev, wv) = (t.ns("nat-ev")?, t.ns("nat-wv")?);
@@ -138,7 +152,11 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     let _daemon = lab.start_daemon()?;
     lab.vs_current(&["uplink", "set", &up, "--address", &format!("{UPLINK}/24"), "--gateway", WORLD])?;
     lab.vs_current(&["network", "create", "natbench", "--subnet", "10.206.0.0/24"])?;
-    lab.vs_current(&["network", "connect", "natbench", "--netns", &ev, "-p", "5201:5201"])?;
+    lab.vs_current(&["network", "connect", "natbench", "--netns", &ev, "-p", "5201:5201", "-p", "5202:5202"])?;
+    // The connection load's client may use every port (a run opens tens of thousands).
+    for w in [&wk, &wv] {
+        run_in(w, &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"])?;
+    }
 
     let sides = [(host(&ek, "10.205.0.2"), host(&wk, WORLD)), (host(&ev, "10.206.0.2"), host(&wv, WORLD))];
     for (a, b) in &sides {
@@ -159,6 +177,12 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
         target: 0.8,
         ..Pair::default()
     };
+    let mut conns = Pair {
+        name: "new TCP connections, world to a published port (DNAT)".into(),
+        unit: "conn/s".into(),
+        target: 1.0,
+        ..Pair::default()
+    };
     let mut udp: Vec<Pair> = FLOWS
         .iter()
         .map(|f| Pair { name: format!("UDP 64 B, {f} flows"), unit: "kpps".into(), target: 1.0, ..Pair::default() })
@@ -169,20 +193,22 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
             crate::sys::check_interrupted()?;
             let side = if i == 0 { "kernel" } else { "vswitch" };
             eprintln!("nat round {round}/{rounds}: {side}");
-            let m = scenario::measure(Measure::Tcp { streams: 1 }, a, b, secs, false)?;
-            push(&mut tcp, i, m.get("gbps").copied().unwrap_or(0.0));
+            let (m, cpu) = timed(|| scenario::measure(Measure::Tcp { streams: 1 }, a, b, secs, false))?;
+            push(&mut tcp, i, m.get("gbps").copied().unwrap_or(0.0), cpu);
             // The other way: world connects to the uplink's address, published to the endpoint.
             let published = host(&a.ns, UPLINK);
-            let m = scenario::measure(Measure::Tcp { streams: 1 }, b, &published, secs, false)?;
-            push(&mut dnat, i, m.get("gbps").copied().unwrap_or(0.0));
+            let (m, cpu) = timed(|| scenario::measure(Measure::Tcp { streams: 1 }, b, &published, secs, false))?;
+            push(&mut dnat, i, m.get("gbps").copied().unwrap_or(0.0), cpu);
+            let (rate, cpu) = timed(|| connection_rate(a, b, secs))?;
+            push(&mut conns, i, rate, cpu);
             for (k, &flows) in FLOWS.iter().enumerate() {
-                let (off, fwd) = udp_flows(a, b, &gws[i], flows, secs)?;
-                push(&mut udp[k], i, fwd);
+                let ((off, fwd), cpu) = timed(|| udp_flows(a, b, &gws[i], flows, secs))?;
+                push(&mut udp[k], i, fwd, cpu);
                 offered[k][i].push(off);
             }
         }
     }
-    let mut pairs = vec![tcp, dnat];
+    let mut pairs = vec![tcp, dnat, conns];
     for (mut p, off) in udp.into_iter().zip(offered) {
         p.kernel_offered = median(&off[0]);
         p.vswitch_offered = median(&off[1]);
@@ -191,17 +217,50 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     for p in &mut pairs {
         p.kernel_median = median(&p.kernel);
         p.vswitch_median = median(&p.vswitch);
+        p.kernel_cpu_median = median(&p.kernel_cpu);
+        p.vswitch_cpu_median = median(&p.vswitch_cpu);
         p.ratio = if p.kernel_median > 0.0 { p.vswitch_median / p.kernel_median } else { 0.0 };
     }
     Ok(Report { pairs })
 }
 
-fn push(p: &mut Pair, side: usize, v: f64) {
+fn push(p: &mut Pair, side: usize, v: f64, cpu: f64) {
     if side == 0 {
-        p.kernel.push(v)
+        p.kernel.push(v);
+        p.kernel_cpu.push(cpu);
     } else {
-        p.vswitch.push(v)
+        p.vswitch.push(v);
+        p.vswitch_cpu.push(cpu);
     }
+}
+
+/// `f`'s result and the cores the machine was busy while it ran.
+fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(T, f64)> {
+    let before = cpu_ticks()?;
+    let r = f()?;
+    Ok((r, cores_busy(before, cpu_ticks()?)))
+}
+
+/// New connections per second from world (`b`) to the endpoint's published port 5202 at
+/// the uplink's address.
+fn connection_rate(a: &Host, b: &Host, secs: f64) -> Res<f64> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let me = me.to_str().expect("utf-8 path");
+    let _server = spawn_in(&a.ns, &[me, "conn-serve", "5202", "--secs", &(secs + 10.0).to_string()])?;
+    // Until it listens: one connection goes through.
+    let mut ready = false;
+    for _ in 0..50 {
+        if run_in(&b.ns, &[me, "conn-load", UPLINK, "5202", "--secs", "0.05", "--threads", "1"]).is_ok() {
+            ready = true;
+            break;
+        }
+        crate::sys::sleep(std::time::Duration::from_millis(100))?;
+    }
+    if !ready {
+        return Err(format!("nothing answers on {UPLINK}:5202 from {}", b.ns));
+    }
+    let out = run_in(&b.ns, &[me, "conn-load", UPLINK, "5202", "--secs", &secs.to_string()])?;
+    out.trim().parse().map_err(|_| format!("conn-load printed '{}'", out.trim()))
 }
 
 /// 64-byte UDP frames from `a` over `flows` flows to the world for `secs`: (offered,
@@ -242,8 +301,8 @@ fn median(v: &[f64]) -> f64 {
 pub fn table(r: &Report) -> String {
     let mut out =
         String::from("\n### nat: through SNAT and DNAT, vswitch beside the kernel (bridge + MASQUERADE + DNAT)\n\n");
-    let _ = writeln!(out, "| case | kernel (rounds) | vswitch (rounds) | kernel | vswitch | vswitch / kernel | target | offered (kernel / vswitch) |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| case | kernel (rounds) | vswitch (rounds) | kernel | vswitch | vswitch / kernel | target | offered (kernel / vswitch) | cores busy (kernel / vswitch) |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.1}")).collect::<Vec<_>>().join(", ");
     for p in &r.pairs {
         let offered = if p.kernel_offered > 0.0 {
@@ -253,7 +312,7 @@ pub fn table(r: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} ({}) | {} | {} | {:.2} | {:.2} | {:.2}x | >= {:.1}x | {} |",
+            "| {} ({}) | {} | {} | {:.2} | {:.2} | {:.2}x | >= {:.1}x | {} | {:.2} / {:.2} |",
             p.name,
             p.unit,
             fmt(&p.kernel),
@@ -262,7 +321,9 @@ pub fn table(r: &Report) -> String {
             p.vswitch_median,
             p.ratio,
             p.target,
-            offered
+            offered,
+            p.kernel_cpu_median,
+            p.vswitch_cpu_median
         );
     }
     out

@@ -97,3 +97,27 @@ pub fn require_tools(tools: &[(&str, &str)]) -> Res<()> {
         Err(format!("missing tools: {}", missing.join(", ")))
     }
 }
+
+/// The machine's CPU time so far (/proc/stat's first line): (busy, all) in ticks.
+pub fn cpu_ticks() -> Res<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let v: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 5 {
+        return Err("/proc/stat has no cpu line".into());
+    }
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let all: u64 = v.iter().take(8).sum();
+    Ok((all - v[3] - v[4], all))
+}
+
+/// How many of the machine's cores were busy between two readings of [`cpu_ticks`].
+pub fn cores_busy(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.1.saturating_sub(before.1) as f64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if all == 0.0 {
+        0.0
+    } else {
+        after.0.saturating_sub(before.0) as f64 / all * cpus
+    }
+}
