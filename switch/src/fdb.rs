@@ -57,6 +57,11 @@ pub enum Learn {
     BucketFull,
 }
 
+/// A static entry did not fit: its bucket is full of other static entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no room for {0} in the MAC table (its bucket is full of static entries)")]
+pub struct NoRoom(pub MacAddr);
+
 pub struct MacTable {
     buckets: HugeArray<Bucket>,
     /// Last-seen time (seconds, `crate::clock::now`) for each slot, beside `buckets`.
@@ -285,8 +290,21 @@ impl MacTable {
         Some(keep)
     }
 
-    /// Add or replace a static entry. Fails only if the MAC's bucket is full.
-    pub fn add_static(&self, mac: MacAddr, port: PortId) -> Result<(), String> {
+    /// Whether a static entry for `mac` fits: its bucket holds fewer than all-static
+    /// entries of other MACs (a learned entry gives way to a static one).
+    pub fn has_room_for_static(&self, mac: MacAddr) -> bool {
+        let key = mac.to_u64();
+        let b = &self.buckets[self.bucket_of(key)];
+        b.slots.iter().any(|slot| {
+            let w = slot.load(Relaxed);
+            w & STATIC_BIT == 0 || w >> 16 == key
+        })
+    }
+
+    /// Add or replace a static entry, taking a learned entry's slot if the bucket is full.
+    /// Fails only if the bucket is full of other static entries (only the control plane adds
+    /// those, so [`has_room_for_static`](Self::has_room_for_static) tells beforehand).
+    pub fn add_static(&self, mac: MacAddr, port: PortId) -> Result<(), NoRoom> {
         self.remove(mac);
         let key = mac.to_u64();
         let b = &self.buckets[self.bucket_of(key)];
@@ -298,7 +316,15 @@ impl MacTable {
                 return Ok(());
             }
         }
-        Err(format!("no room for {mac} in the MAC table (its bucket is full)"))
+        for slot in &b.slots {
+            let w = slot.load(Relaxed);
+            if w != 0 && w & STATIC_BIT == 0 && slot.compare_exchange(w, want, SeqCst, Relaxed).is_ok() {
+                self.forget(w);
+                self.keep_one(b, key);
+                return Ok(());
+            }
+        }
+        Err(NoRoom(mac))
     }
 
     /// Remove every entry (learned or static) for `mac`. Returns whether one was there.

@@ -137,6 +137,8 @@ pub struct Worker {
     /// Indexed by network id.
     nets: Vec<Option<LocalNet>>,
     routes: Arc<Routes>,
+    /// Networks a pass over the gateways' frames sent on (kept for its allocation).
+    touched: Vec<NetId>,
     /// Ports this worker reads, in order.
     readers: Vec<PortId>,
     /// The batch's frames; empty between batches (see `port::recycle`).
@@ -192,6 +194,7 @@ impl Worker {
             nat: Nat::new(PortSplit::new(NAT_PORTS, workers).range(index), NAT_SESSIONS),
             nets: Vec::new(),
             routes: Arc::new(Routes::default()),
+            touched: Vec::with_capacity(8),
             readers: Vec::new(),
             batch: Vec::with_capacity(BATCH),
             actions: Vec::with_capacity(BATCH),
@@ -428,6 +431,9 @@ impl Worker {
     /// as a frame coming in from the gateway port. None when told to stop.
     fn gateway_frames(&mut self) -> Option<usize> {
         let mut n = 0;
+        // The networks whose ports this pass queued frames on: flushed once, at the end.
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut to_services = 0;
         while n < BATCH {
             let Some(p) = self.services.next_down(self.index) else { break };
             if n == 0 && !self.apply_commands() {
@@ -455,13 +461,38 @@ impl Worker {
                     }
                 }
                 egress::run(action, &cx, &net.members, &mut out, &mut NoObserve);
-                out.finish(&net.members);
+                to_services += out.defer();
+                if !touched.contains(&p.net) {
+                    touched.push(p.net);
+                }
             }
             self.services.recycle(p);
+        }
+        for &id in &touched {
+            if let Some(net) = self.nets.get(id as usize).and_then(Option::as_ref) {
+                flush_ports(&mut self.tx, &net.members);
+            }
+        }
+        touched.clear();
+        self.touched = touched;
+        if to_services > 0 {
+            self.services.notify_services();
         }
         self.report_faults();
         Some(n)
     }
+}
+
+/// Hand the kernel what `members` and the ports routed to have queued: one send() each.
+fn flush_ports(tx: &mut TxSide, members: &[PortId]) {
+    for &m in members.iter().chain(tx.routed_to.iter()) {
+        if let Some(p) = tx.ports.get_mut(m as usize).and_then(Option::as_mut) {
+            if let Err(TxError::Fault(e)) = p.queue.flush() {
+                tx.faulted.push((m, e.to_string()));
+            }
+        }
+    }
+    tx.routed_to.clear();
 }
 
 /// Decide every frame of a batch (then `send` sends them): the pipeline for all first,
@@ -539,18 +570,16 @@ impl<'a> Out<'a> {
     /// End of batch: push out what it queued on each member port (and the ports it routed
     /// frames to), wake the services thread if it got frames.
     fn finish(self, members: &[PortId]) {
-        let tx = self.tx;
-        for &m in members.iter().chain(tx.routed_to.iter()) {
-            if let Some(p) = tx.ports.get_mut(m as usize).and_then(Option::as_mut) {
-                if let Err(TxError::Fault(e)) = p.queue.flush() {
-                    tx.faulted.push((m, e.to_string()));
-                }
-            }
-        }
-        tx.routed_to.clear();
+        flush_ports(self.tx, members);
         if self.to_services > 0 {
             self.services.notify_services();
         }
+    }
+
+    /// Leave the flush to the caller (several frames, one send per port); how many frames
+    /// were queued for the services thread.
+    fn defer(self) -> usize {
+        self.to_services
     }
 
     /// Show the traces the frame as it is on the wire: an offloaded VLAN tag goes back in.

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         ipv4: Some("10.0.0.1".parse().unwrap()),
         ipv6: Some("fd00::1".parse().unwrap()),
     };
-    let p = Pipeline::Bridge(Bridge { table: table.clone(), gateway: Some(gateway) });
+    let p = Pipeline::Bridge(Bridge { table: table.clone(), gateway: Some(gateway), icc: true });
     let next_hop = Arc::new(NextHop::new(Some("10.0.1.1".parse().unwrap())));
     next_hop.set(MacAddr([2, 0, 0, 0, 0, 0x99]));
     let here = NetRoute { gateway_mac: gw_mac, internal: false, neighbors: Default::default(), table };

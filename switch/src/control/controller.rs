@@ -28,7 +28,7 @@ use crate::worker::{Fault, NetId};
 use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::FromRawFd;
@@ -114,6 +114,10 @@ pub struct Controller {
     next_net_id: NetId,
     /// The state changed (the world forced it) but could not be saved yet.
     unsaved: bool,
+    /// Ports whose interface is still there but that could not be opened again after a
+    /// fault (out of descriptors, say), with the interface index they had: they stay in the
+    /// state and are tried again each second until they open or the interface goes.
+    reopening: BTreeMap<String, Option<u32>>,
 }
 
 fn json<T: Serialize>(v: T) -> Result<Value> {
@@ -167,6 +171,7 @@ impl Controller {
             next_hop: None,
             next_net_id: 0,
             unsaved: false,
+            reopening: BTreeMap::new(),
         };
         // What restoring removes is cleaned up (links, namespaces) once the state is saved.
         let mut tx = Tx { next: st.clone(), undo: vec![], then: vec![] };
@@ -238,12 +243,6 @@ impl Controller {
             }
             c.st = tx.next.clone();
             if let Some(n) = c.st.network(&net.name) {
-                for m in &n.static_macs {
-                    let (Some(p), Some(l)) = (c.ports.get(&m.port), c.nets.get(&net.name)) else { continue };
-                    if let Err(e) = l.pipeline.table().add_static(m.mac, p.id) {
-                        error!(network = %net.name, "static entry {} not restored: {e}", m.mac);
-                    }
-                }
                 info!(network = %net.name, ports = n.endpoints.len(), "network restored");
                 // The network is up again: endpoints learn the gateway's MAC at once.
                 if let Some(l) = c.nets.get(&net.name) {
@@ -422,6 +421,13 @@ impl Controller {
             n.endpoint(&name).and_then(|e| e.max_learned).or(n.bridge().max_learned_per_port).unwrap_or(0)
         });
         net.pipeline.table().set_port_quota(id, quota);
+        // The port's static entries (on restore, and when a port is opened again under a
+        // new id after a fault).
+        for m in self.st.network(&network).iter().flat_map(|n| &n.static_macs).filter(|m| m.port == name) {
+            if let Err(e) = net.pipeline.table().add_static(m.mac, id) {
+                error!(network = %network, port = %name, "static entry not restored: {e}");
+            }
+        }
         self.dp.add_port(id, net.id, opened, &shared);
         info!(network = %network, port = %name, kind = kind.name(), id, created, "port attached");
         let tap_dropped = (kind == PortKind::Tap).then(|| tap_tx_dropped(&name)).flatten();
@@ -473,7 +479,16 @@ impl Controller {
                     }
                     info!(network = %name, "network removed");
                 }
-                Step::AttachPort(p) => self.attach(*p),
+                Step::AttachPort(p) => {
+                    let network = p.network.clone();
+                    self.attach(*p);
+                    // A network comes up with its first port: its gateway announces itself
+                    // then (restore announces each network once, after all its ports).
+                    let first = self.ports.values().filter(|l| l.network == network).count() == 1;
+                    if let (true, Some(l)) = (first, self.nets.get(&network)) {
+                        self.dp.announce(l.id);
+                    }
+                }
                 Step::DetachPort(name) => self.detach(&name),
                 Step::DeleteLink(name) => {
                     if let Err(e) = self.sys.delete_link(&name) {
@@ -1383,20 +1398,19 @@ impl Controller {
         }
         let id = self.ports.get(port).ok_or_else(|| Error::NoPort(port.into()))?.id;
         let table = self.live(network)?.pipeline.table().clone();
-        let before = table.get(mac);
-        table.add_static(mac, id).map_err(Error::Invalid)?;
-        let saved = self.transact(|_, tx| {
-            let n = tx.next.network_mut(network).expect("checked");
+        if !table.has_room_for_static(mac) {
+            return Err(Error::invalid(crate::fdb::NoRoom(mac).to_string()));
+        }
+        // Saved first, then published: only the control plane adds static entries, so the
+        // room checked above is still there.
+        self.transact(|_, tx| {
+            let n = tx.next.network_mut(network).ok_or_else(|| Error::NoNetwork(network.into()))?;
             n.static_macs.retain(|m| m.mac != mac);
             n.static_macs.push(StaticMac { mac, port: port.into() });
             Ok(())
-        });
-        if let Err(e) = saved {
-            table.remove(mac);
-            if let Some((p, true)) = before {
-                let _ = table.add_static(mac, p);
-            }
-            return Err(e);
+        })?;
+        if let Err(e) = table.add_static(mac, id) {
+            error!(network, "saved but not applied: {e}");
         }
         json(serde_json::json!({ "mac": mac, "port": port, "type": "static" }))
     }
@@ -1559,6 +1573,7 @@ impl Controller {
     /// Once a second: age MAC tables, count TAP overruns, save a state the world changed if
     /// that failed before.
     pub fn tick(&mut self) {
+        self.retry_reopening();
         let slot = self.dp.workers();
         for (name, p) in self.ports.iter_mut().filter(|(_, p)| p.kind == PortKind::Tap) {
             let Some(now) = tap_tx_dropped(name) else { continue }; // moved to another namespace
@@ -1603,8 +1618,9 @@ impl Controller {
                 }
             }
             LinkEvent::Deleted(l) => {
-                let gone = self.ports.iter().find(|(_, p)| p.ifindex == Some(l.index)).map(|(n, _)| n.clone());
-                if let Some(name) = gone {
+                let live = self.ports.iter().map(|(n, p)| (n, p.ifindex));
+                let gone = live.chain(self.reopening.iter().map(|(n, i)| (n, *i))).find(|(_, i)| *i == Some(l.index));
+                if let Some(name) = gone.map(|(n, _)| n.clone()) {
                     self.remove_faulted(&name, "interface deleted");
                 }
             }
@@ -1615,10 +1631,10 @@ impl Controller {
                     Ok(l) => l,
                     Err(e) => return warn!("link events were lost and the links cannot be listed: {e}"),
                 };
-                let gone: Vec<String> = self
-                    .ports
-                    .iter()
-                    .filter(|(name, p)| p.ifindex.is_some_and(|i| !links.iter().any(|(n, x)| n == *name && *x == i)))
+                let live = self.ports.iter().map(|(n, p)| (n, p.ifindex));
+                let gone: Vec<String> = live
+                    .chain(self.reopening.iter().map(|(n, i)| (n, *i)))
+                    .filter(|(name, i)| i.is_some_and(|i| !links.iter().any(|(n, x)| n == *name && *x == i)))
                     .map(|(name, _)| name.clone())
                     .collect();
                 for name in gone {
@@ -1654,21 +1670,53 @@ impl Controller {
     /// Close a port's queues and open them again, under a new id (its state stays).
     fn reopen(&mut self, name: &str) {
         let Some(p) = self.ports.get(name) else { return };
-        let (network, kind) = (p.network.clone(), p.kind);
-        let workers = self.dp.workers();
-        let pin = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| pin_of(e, workers));
+        let ifindex = p.ifindex;
         self.detach(name);
+        self.open_again(name, ifindex);
+    }
+
+    /// Open a detached port of the state again. A port that does not open stays in the
+    /// state, and is tried again each second (`retry_reopening`).
+    fn open_again(&mut self, name: &str, ifindex: Option<u32>) {
+        let Some(ep) = self.st.attached(name).and_then(|n| Some((n.name.clone(), n.endpoint(name)?.clone()))) else {
+            self.reopening.remove(name);
+            return;
+        };
+        let (network, ep) = ep;
+        let workers = self.dp.workers();
         let opened = self.free_port_id().and_then(|id| {
-            let o = self.sys.open_port(name, kind, workers, pin);
+            let o = self.sys.open_port(name, ep.kind, workers, pin_of(&ep, workers));
             Ok((id, o.map_err(|e| Error::Attach { iface: name.into(), source: e })?))
         });
         match opened {
-            Ok((id, opened)) => self.attach(NewPort { id, name: name.into(), network, kind, opened }),
-            Err(e) => self.remove_faulted(name, &e.to_string()),
+            Ok((id, opened)) => {
+                if self.reopening.remove(name).is_some() {
+                    info!(network = %network, port = name, "port opened again");
+                }
+                self.attach(NewPort { id, name: name.into(), network, kind: ep.kind, opened });
+            }
+            Err(e) => {
+                if self.reopening.insert(name.into(), ifindex).is_none() {
+                    error!(network = %network, port = name, "port cannot be opened again ({e}); trying each second");
+                }
+            }
+        }
+    }
+
+    /// Each second: ports waiting to be opened again are, while their interface is there.
+    fn retry_reopening(&mut self) {
+        let waiting: Vec<(String, Option<u32>)> = self.reopening.iter().map(|(n, i)| (n.clone(), *i)).collect();
+        for (name, ifindex) in waiting {
+            // Another interface under the name, or none: the kernel's link events decide
+            // (a failed lookup, out of descriptors, is no proof it is gone).
+            if self.sys.ifindex(&name) == ifindex {
+                self.open_again(&name, ifindex);
+            }
         }
     }
 
     fn remove_faulted(&mut self, name: &str, why: &str) {
+        self.reopening.remove(name);
         let Some(network) = self.st.attached(name).map(|n| n.name.clone()) else { return self.detach(name) };
         let sandbox = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| e.sandbox.clone());
         match &sandbox {

@@ -207,6 +207,8 @@ pub mod fake {
         pub files: HashMap<String, (String, String)>,
         /// Interfaces already in a namespace (besides the endpoints the switch plumbs).
         pub ns_links: HashMap<PathBuf, Vec<String>>,
+        /// Opening these ports fails as if the process were out of descriptors.
+        pub open_fails: HashSet<String>,
         next_index: u32,
     }
 
@@ -231,6 +233,9 @@ pub mod fake {
             _pin: Option<usize>,
         ) -> std::io::Result<Opened> {
             let mut w = self.0.lock().unwrap();
+            if w.open_fails.contains(name) {
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
             let ifindex = match (kind, w.links.get(name).copied()) {
                 (PortKind::AfPacket | PortKind::Uplink, None) => {
                     return Err(std::io::Error::new(

@@ -54,7 +54,7 @@ impl PortShared {
         self.max_frame.load(Relaxed)
     }
 
-    /// Follow the interface's MTU (the housekeeping thread calls this once a second).
+    /// Follow the interface's MTU (on the kernel's link event for it).
     pub fn set_mtu(&self, mtu: u32) {
         self.max_frame.store(max_frame_for_mtu(mtu), Relaxed);
     }

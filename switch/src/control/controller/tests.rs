@@ -208,6 +208,37 @@ fn a_link_deleted_under_the_switch_takes_its_endpoint_out() {
 }
 
 #[test]
+fn a_port_that_cannot_be_opened_again_stays_and_is_retried() {
+    let mut s = setup();
+    s.create("blue", "10.7.1.0/24");
+    let idx = s.world.0.lock().unwrap().add_link("veth-r");
+    s.ok(connect_iface("blue", "veth-r"));
+    let mac: MacAddr = "02:00:00:00:07:01".parse().unwrap();
+    s.ok(Request::FdbAdd { network: "blue".into(), mac, port: "veth-r".into() });
+    let table = s.c.nets["blue"].pipeline.table().clone();
+    // The port faults while the process is out of descriptors: it cannot be opened again.
+    s.world.0.lock().unwrap().open_fails.insert("veth-r".into());
+    let id = s.c.ports["veth-r"].id;
+    s.c.fault(crate::worker::Fault { port: id, error: "ENETDOWN".into() });
+    assert!(!s.c.ports.contains_key("veth-r") && s.c.reopening.contains_key("veth-r"));
+    assert_eq!(s.c.st.network("blue").unwrap().endpoints.len(), 1, "the port stays in the state");
+    s.c.tick();
+    assert!(!s.c.ports.contains_key("veth-r"), "still failing");
+    // Descriptors are back: the next tick opens it, its static entry with it.
+    s.world.0.lock().unwrap().open_fails.clear();
+    s.c.tick();
+    let id = s.c.ports.get("veth-r").expect("opened again").id;
+    assert!(s.c.reopening.is_empty());
+    assert_eq!(table.get(mac), Some((id, true)), "static entry points at the new port id");
+    // One that is still failing when its interface goes is removed on the kernel's word.
+    s.world.0.lock().unwrap().open_fails.insert("veth-r".into());
+    s.c.fault(crate::worker::Fault { port: id, error: "ENETDOWN".into() });
+    s.c.link_event(LinkEvent::Deleted(crate::control::netlink::Link { index: idx, name: "veth-r".into(), mtu: 1500 }));
+    assert!(s.c.reopening.is_empty());
+    assert!(s.c.st.network("blue").unwrap().endpoints.is_empty());
+}
+
+#[test]
 fn ipv6_networks_give_both_families_and_a_gateway_for_each() {
     let mut s = setup();
     let v = s.ok(Request::NetworkCreate(CreateNetwork { name: "dual".into(), ipv6: true, ..Default::default() }));
