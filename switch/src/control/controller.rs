@@ -435,6 +435,7 @@ impl Controller {
     }
 
     fn detach(&mut self, name: &str) {
+        self.reopening.remove(name);
         if let Some(p) = self.ports.remove(name) {
             self.dp.remove_port(p.id);
             if let Some(n) = self.nets.get(&p.network) {
@@ -1607,6 +1608,13 @@ impl Controller {
         }
     }
 
+    /// Every port of the state with the interface index it is bound to: those open, and
+    /// those waiting to be opened again.
+    fn ifindexes(&self) -> impl Iterator<Item = (&String, Option<u32>)> {
+        let live = self.ports.iter().map(|(n, p)| (n, p.ifindex));
+        live.chain(self.reopening.iter().map(|(n, i)| (n, *i)))
+    }
+
     /// The kernel said a link changed or went away.
     pub fn link_event(&mut self, ev: LinkEvent) {
         match ev {
@@ -1618,8 +1626,7 @@ impl Controller {
                 }
             }
             LinkEvent::Deleted(l) => {
-                let live = self.ports.iter().map(|(n, p)| (n, p.ifindex));
-                let gone = live.chain(self.reopening.iter().map(|(n, i)| (n, *i))).find(|(_, i)| *i == Some(l.index));
+                let gone = self.ifindexes().find(|(_, i)| *i == Some(l.index));
                 if let Some(name) = gone.map(|(n, _)| n.clone()) {
                     self.remove_faulted(&name, "interface deleted");
                 }
@@ -1631,9 +1638,8 @@ impl Controller {
                     Ok(l) => l,
                     Err(e) => return warn!("link events were lost and the links cannot be listed: {e}"),
                 };
-                let live = self.ports.iter().map(|(n, p)| (n, p.ifindex));
-                let gone: Vec<String> = live
-                    .chain(self.reopening.iter().map(|(n, i)| (n, *i)))
+                let gone: Vec<String> = self
+                    .ifindexes()
                     .filter(|(name, i)| i.is_some_and(|i| !links.iter().any(|(n, x)| n == *name && *x == i)))
                     .map(|(name, _)| name.clone())
                     .collect();
@@ -1716,7 +1722,6 @@ impl Controller {
     }
 
     fn remove_faulted(&mut self, name: &str, why: &str) {
-        self.reopening.remove(name);
         let Some(network) = self.st.attached(name).map(|n| n.name.clone()) else { return self.detach(name) };
         let sandbox = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| e.sandbox.clone());
         match &sandbox {
