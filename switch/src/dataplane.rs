@@ -72,6 +72,11 @@ impl Dataplane {
     }
 
     /// Every network's subnets, for the gateway stage.
+    /// The embedded DNS's names, for the services thread.
+    pub fn set_names(&self, names: Arc<crate::dns::names::Names>) {
+        self.services.set_names(names);
+    }
+
     pub fn set_routes(&self, routes: Routes) {
         let routes = Arc::new(routes);
         for w in &self.workers {

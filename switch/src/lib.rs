@@ -6,6 +6,7 @@ pub mod clock;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod explain;
 pub mod fdb;
 pub mod frame;

@@ -243,6 +243,10 @@ pub struct CreateSandbox {
     pub network: RunNetwork,
     #[serde(default)]
     pub endpoint: EndpointOptions,
+    /// Resolvers the embedded DNS forwards this sandbox's other names to (Docker's `--dns`),
+    /// instead of the daemon's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -274,6 +278,9 @@ pub struct NetworkDetail {
     /// Frames from new MACs dropped because their port was at its quota.
     #[serde(default)]
     pub dropped_over_port_quota: u64,
+    /// The embedded DNS's counters (none on the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::dns::DnsCounters>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

@@ -55,6 +55,10 @@ pub enum Command {
         /// established 2 h 4 min, UDP 5 min, ICMP 1 min...): for tests that watch sessions go.
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
         nat_timeout: Option<u32>,
+        /// The resolvers the embedded DNS forwards names it does not know to (its
+        /// `nameserver` lines, loopback ones included: the daemon asks from its own namespace).
+        #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
     },
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]

@@ -24,6 +24,10 @@ pub struct RunArgs {
     network: RunNetwork,
     #[command(flatten)]
     endpoint: EndpointArgs,
+    /// A resolver for names the networks do not know, instead of the daemon's own (from its
+    /// /etc/resolv.conf); repeat for more. The sandbox itself always asks its gateway.
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
     /// Leave the command running in the background; the sandbox stays until `vswitch rm NAME`.
     /// Its output goes to NAME.log beside the daemon's socket (/run/vswitch/NAME.log).
     #[arg(long, short = 'd')]
@@ -74,7 +78,7 @@ pub fn run(socket: &Path, a: RunArgs) -> Result<i32, String> {
     // From here on Ctrl-C, SIGTERM and the like must not end this side before the sandbox is
     // removed: they are noted (and passed on to the command once it runs).
     let signals = Signals::catch()?;
-    let req = CreateSandbox { name: a.name, network: a.network, endpoint: a.endpoint.options() };
+    let req = CreateSandbox { name: a.name, network: a.network, endpoint: a.endpoint.options(), dns: a.dns };
     let sb: SandboxView = super::from(call(socket, &Request::SandboxCreate(req))?)?;
     let remove = || {
         if let Err(e) = call(socket, &Request::SandboxRm { name: sb.name.clone() }) {

@@ -13,6 +13,7 @@ use super::state::*;
 use super::system::{Plumbing, System};
 use crate::clock;
 use crate::dataplane::Dataplane;
+use crate::dns::{self, DnsStats};
 use crate::explain::{self, NetView, PortView};
 use crate::fdb::{MacTable, PortId, GATEWAY_PORT, MAX_PORT_ID};
 use crate::frame::max_frame_for_mtu;
@@ -44,6 +45,8 @@ struct LiveNet {
     gateway: Arc<PortShared>,
     /// When the table is next swept for old entries (`clock::now` seconds).
     next_sweep: u32,
+    /// The embedded DNS's counters (not on the uplink).
+    dns: Option<Arc<DnsStats>>,
 }
 
 struct LivePort {
@@ -83,12 +86,15 @@ enum Step {
     DetachPort(String),
     DeleteLink(String),
     DeleteNetns(String),
+    /// /etc/netns/NAME, written for a namespace the switch did not make.
+    DeleteEtc(String),
 }
 
 /// What a transaction made before saving, undone if the save fails.
 enum Undo {
     Link(String),
     Netns(String),
+    Etc(String),
 }
 
 /// One command's change: the state it leads to, what it made, what follows the save.
@@ -311,9 +317,12 @@ impl Controller {
         if next_hop.is_some() {
             self.next_hop = next_hop.clone();
         }
-        let addrs = GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize, next_hop };
+        // Every user-defined network has the embedded DNS; the uplink is the outside.
+        let dns = (!net.is_uplink() && (v4.is_some() || v6.is_some())).then(|| Arc::new(DnsStats::default()));
+        let addrs =
+            GatewayAddrs { mac: b.gateway_mac, ipv4: v4, ipv6: v6, mtu: b.mtu as usize, next_hop, dns: dns.clone() };
         self.dp.add_network(id, &pipeline, Some((&shared, addrs)));
-        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared, next_sweep: 0 });
+        self.nets.insert(net.name.clone(), LiveNet { id, pipeline, gateway: shared, next_sweep: 0, dns });
         self.publish_routes();
     }
 
@@ -359,6 +368,36 @@ impl Controller {
             .collect();
         self.steer_ports(&published, uplink.as_ref().map(|u| u.addr));
         self.dp.set_routes(Routes::new(subnets).with_nets(nets, uplink).with_published(published));
+        self.publish_names();
+    }
+
+    /// Who is called what, for the embedded DNS: each endpoint by its sandbox's name, its
+    /// aliases and short id on each network it is on (Docker's names).
+    fn publish_names(&self) {
+        let serving: Vec<(NetId, &str)> = self
+            .st
+            .networks
+            .iter()
+            .filter_map(|n| self.nets.get(&n.name).filter(|l| l.dns.is_some()).map(|l| (l.id, n.name.as_str())))
+            .collect();
+        let entries =
+            self.st.networks.iter().filter_map(|n| Some((self.nets.get(&n.name)?.id, n))).flat_map(|(id, n)| {
+                n.endpoints.iter().map(move |e| {
+                    let sb = e.sandbox.as_ref().and_then(|l| Some((l, self.st.sandbox(&l.sandbox)?)));
+                    dns::names::Entry {
+                        net: id,
+                        name: sb.map_or(e.name.as_str(), |(_, s)| s.name.as_str()),
+                        aliases: sb.map_or(&[][..], |(l, _)| &l.aliases[..]),
+                        short_id: sb.map(|(_, s)| &s.id[..s.id.len().min(12)]),
+                        addrs: e.ipv4.map(IpAddr::V4).into_iter().chain(e.ipv6.map(IpAddr::V6)).collect(),
+                        sandbox: sb.map(|(_, s)| s.name.as_str()),
+                        upstreams: sb.map_or(&[][..], |(_, s)| &s.dns[..]),
+                    }
+                })
+            });
+        let mut names = dns::names::Names::build(&serving, entries);
+        names.upstreams = dns::forward::upstreams_from(&self.sys.host_resolv_conf());
+        self.dp.set_names(Arc::new(names));
     }
 
     /// Each published port's frames on the uplink go to the worker its endpoint is pinned
@@ -497,6 +536,7 @@ impl Controller {
                     }
                 }
                 Step::DeleteNetns(name) => self.sys.delete_netns(&name),
+                Step::DeleteEtc(name) => self.sys.remove_sandbox_files(&name),
             }
         }
         // Endpoints, their addresses and the uplink's port may have changed.
@@ -510,6 +550,7 @@ impl Controller {
                     let _ = self.sys.delete_link(&name);
                 }
                 Undo::Netns(name) => self.sys.delete_netns(&name),
+                Undo::Etc(name) => self.sys.remove_sandbox_files(&name),
             }
         }
     }
@@ -689,6 +730,7 @@ impl Controller {
             learned_macs: t.learned(),
             not_learned_over_cap: t.over_limit.load(std::sync::atomic::Ordering::Relaxed),
             dropped_over_port_quota: t.over_quota.load(std::sync::atomic::Ordering::Relaxed),
+            dns: self.live(&n.name)?.dns.as_ref().map(|d| d.read()),
         })
     }
 
@@ -1063,14 +1105,32 @@ impl Controller {
                     owned: false,
                     process: None,
                     created: unix_now(),
+                    etc: None,
+                    dns: vec![],
                 }
             }
         };
         self.transact(|c, tx| {
-            if tx.next.sandbox(&sb.name).is_none() {
+            let mut sb = sb;
+            let new = tx.next.sandbox(&sb.name).is_none();
+            // A namespace `ip netns` made gets a resolv.conf that points at the network's
+            // DNS (`ip netns exec` shows it as /etc/resolv.conf), unless it has its own.
+            let etc = netns::named(&path).filter(|n| new && !c.sys.sandbox_files_exist(n)).map(str::to_string);
+            sb.etc = etc.clone();
+            if new {
                 tx.next.sandboxes.push(sb.clone());
             }
-            c.add_sandbox_endpoint(tx, network, &sb, o)
+            let ep = c.add_sandbox_endpoint(tx, network, &sb, o)?;
+            if let Some(name) = etc {
+                let host = c.sys.host_resolv_conf();
+                let resolv =
+                    tx.next.network(network).and_then(dns_server).map(|gw| netns::resolv_conf_embedded(&host, gw));
+                let addrs: Vec<IpAddr> = ep.ipv4.map(IpAddr::V4).into_iter().chain(ep.ipv6.map(IpAddr::V6)).collect();
+                let resolv = resolv.unwrap_or_else(|| netns::resolv_conf_from(&host));
+                c.sys.write_sandbox_files(&name, &resolv, &netns::hosts_for(&sb.name, &addrs))?;
+                tx.undo.push(Undo::Etc(name));
+            }
+            Ok(ep)
         })
     }
 
@@ -1183,6 +1243,9 @@ impl Controller {
             let left = tx.next.endpoints_of(&s.sandbox).count();
             let keep = tx.next.sandbox(&s.sandbox).is_some_and(|sb| sb.owned);
             if left == 0 && !keep {
+                if let Some(etc) = tx.next.sandbox(&s.sandbox).and_then(|sb| sb.etc.clone()) {
+                    tx.then.push(Step::DeleteEtc(etc));
+                }
                 tx.next.sandboxes.retain(|sb| sb.name != s.sandbox);
             }
         }
@@ -1231,6 +1294,8 @@ impl Controller {
             owned: false,
             process: None,
             created: unix_now(),
+            etc: None,
+            dns: c.dns.clone(),
         };
         let has_endpoint = matches!(c.network, RunNetwork::Network(_));
         let given = c.endpoint.ip.is_some()
@@ -1275,7 +1340,14 @@ impl Controller {
                 addrs.extend(ep.ipv6.map(IpAddr::V6));
             }
             if sb.owned {
-                let resolv = netns::resolv_conf_from(&c2.sys.host_resolv_conf());
+                let host = c2.sys.host_resolv_conf();
+                let resolv = match &c.network {
+                    RunNetwork::Network(n) => {
+                        tx.next.network(n).and_then(dns_server).map(|gw| netns::resolv_conf_embedded(&host, gw))
+                    }
+                    _ => None,
+                };
+                let resolv = resolv.unwrap_or_else(|| netns::resolv_conf_from(&host));
                 c2.sys.write_sandbox_files(&name, &resolv, &netns::hosts_for(&name, &addrs))?;
             }
             Ok(())
@@ -1310,6 +1382,9 @@ impl Controller {
         if let Some(sb) = tx.next.sandbox(name).cloned() {
             if sb.owned {
                 tx.then.push(Step::DeleteNetns(sb.name.clone()));
+            }
+            if let Some(etc) = sb.etc {
+                tx.then.push(Step::DeleteEtc(etc));
             }
             tx.next.sandboxes.retain(|s| s.name != name);
         }
@@ -1759,6 +1834,16 @@ fn tap_tx_dropped(name: &str) -> Option<u64> {
 }
 
 /// The first 12 characters of an id, as Docker shows them.
+/// Where a network's embedded DNS answers: its gateway (IPv4 if it has one). None for the
+/// uplink, and for a network whose IPv4 gateway another port holds.
+fn dns_server(n: &Network) -> Option<IpAddr> {
+    if n.is_uplink() {
+        return None;
+    }
+    let v4 = n.subnet_v4().filter(|_| !n.bridge().inhibit_ipv4).map(|s| s.gateway);
+    v4.or_else(|| n.subnet_v6().map(|s| s.gateway))
+}
+
 fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }

@@ -136,6 +136,19 @@ pub fn delete(name: &str) {
     let _ = std::fs::remove_dir_all(Path::new(ETC_DIR).join(name));
 }
 
+pub fn etc_exists(name: &str) -> bool {
+    Path::new(ETC_DIR).join(name).exists()
+}
+
+pub fn remove_etc(name: &str) {
+    let _ = std::fs::remove_dir_all(Path::new(ETC_DIR).join(name));
+}
+
+/// The name `ip netns` knows a namespace path by (/run/netns/NAME), if it is one of those.
+pub fn named(path: &Path) -> Option<&str> {
+    path.strip_prefix(RUN_DIR).ok()?.to_str().filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
 /// Write /etc/netns/NAME/{resolv.conf,hosts}: what processes in the namespace see as /etc's.
 pub fn write_etc(name: &str, resolv_conf: &str, hosts: &str) -> io::Result<()> {
     let dir = Path::new(ETC_DIR).join(name);
@@ -170,6 +183,21 @@ pub fn resolv_conf_from(host: &str) -> String {
     if servers == 0 {
         out.push_str("# the host's resolvers are all on loopback: none is reachable from here\n");
     }
+    out
+}
+
+/// The resolver configuration for a sandbox on a network with the embedded DNS: its
+/// gateway as the one nameserver, the host's search domains, and Docker's `ndots:0` (a
+/// single-label name such as `web` is asked as it is, not with each search domain first).
+pub fn resolv_conf_embedded(host: &str, nameserver: std::net::IpAddr) -> String {
+    let mut out = format!("# written by vswitch: the embedded DNS of the sandbox's network\nnameserver {nameserver}\n");
+    for line in host.lines() {
+        if matches!(line.split_whitespace().next(), Some("search") | Some("domain")) {
+            out.push_str(line.trim());
+            out.push('\n');
+        }
+    }
+    out.push_str("options ndots:0\n");
     out
 }
 
@@ -255,6 +283,16 @@ mod tests {
         assert!(!r.contains("127.0.0.53"));
         assert!(r.contains("search example.org\n") && r.contains("options edns0\n"));
         assert!(resolv_conf_from("nameserver ::1\n").contains("none is reachable"));
+        let e = resolv_conf_embedded(
+            "search corp.example\nnameserver 10.9.9.9\noptions rotate\n",
+            "10.1.0.1".parse().unwrap(),
+        );
+        assert!(
+            e.contains("nameserver 10.1.0.1\n")
+                && e.contains("search corp.example\n")
+                && e.contains("options ndots:0\n")
+        );
+        assert!(!e.contains("10.9.9.9") && !e.contains("rotate"));
     }
 
     #[test]

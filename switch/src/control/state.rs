@@ -188,6 +188,13 @@ pub struct Sandbox {
     #[serde(default)]
     pub process: Option<Process>,
     pub created: u64,
+    /// The /etc/netns/NAME files the switch wrote for a namespace it did not make (removed
+    /// with the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc: Option<String>,
+    /// Its own upstream resolvers for the embedded DNS (`--dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
 }
 
 /// A process, told apart from a later one with the same id by when it started.

@@ -43,6 +43,9 @@ pub trait System: Send + Sync {
     fn netns_identity(&self, path: &Path) -> Option<(u64, u64)>;
     /// The resolv.conf and hosts a sandbox's processes see.
     fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()>;
+    /// Whether /etc/netns/NAME exists (someone's own files for that namespace).
+    fn sandbox_files_exist(&self, name: &str) -> bool;
+    fn remove_sandbox_files(&mut self, name: &str);
     fn host_resolv_conf(&self) -> String;
     /// When process `pid` started, if it exists (and is not a zombie).
     fn process_start(&self, pid: u32) -> Option<u64>;
@@ -56,7 +59,16 @@ pub trait System: Send + Sync {
 }
 
 /// The real machine.
-pub struct Real;
+pub struct Real {
+    /// Where the host's resolvers are listed (`/etc/resolv.conf`; `--resolv-conf`).
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for Real {
+    fn default() -> Real {
+        Real { resolv_conf: PathBuf::from("/etc/resolv.conf") }
+    }
+}
 
 /// Bring an endpoint's new veth pair up and give its inner end addresses and routes.
 fn configure(here: &mut Rtnl, ns: &File, p: &Plumbing) -> Result<()> {
@@ -130,12 +142,20 @@ impl System for Real {
         netns::identity(path).ok()
     }
 
+    fn sandbox_files_exist(&self, name: &str) -> bool {
+        netns::etc_exists(name)
+    }
+
+    fn remove_sandbox_files(&mut self, name: &str) {
+        netns::remove_etc(name)
+    }
+
     fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()> {
         netns::write_etc(name, resolv_conf, hosts).map_err(|e| Error::system(format!("writing /etc/netns/{name}"), e))
     }
 
     fn host_resolv_conf(&self) -> String {
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        std::fs::read_to_string(&self.resolv_conf).unwrap_or_default()
     }
 
     fn process_start(&self, pid: u32) -> Option<u64> {
@@ -286,6 +306,12 @@ pub mod fake {
         fn netns_identity(&self, path: &Path) -> Option<(u64, u64)> {
             let w = self.0.lock().unwrap();
             w.namespaces.contains(path).then(|| (0, path.to_string_lossy().len() as u64))
+        }
+        fn sandbox_files_exist(&self, name: &str) -> bool {
+            self.0.lock().unwrap().files.contains_key(name)
+        }
+        fn remove_sandbox_files(&mut self, name: &str) {
+            self.0.lock().unwrap().files.remove(name);
         }
         fn write_sandbox_files(&mut self, name: &str, resolv_conf: &str, hosts: &str) -> Result<()> {
             self.0.lock().unwrap().files.insert(name.into(), (resolv_conf.into(), hosts.into()));

@@ -22,6 +22,8 @@ pub struct Options {
     pub workers: usize,
     /// Every NAT timeout, in seconds (tests).
     pub nat_timeout: Option<u32>,
+    /// The host's resolvers, for the embedded DNS to forward to.
+    pub resolv_conf: PathBuf,
 }
 
 /// Bind the control socket, refusing if a live daemon already answers on it. Its directory
@@ -69,7 +71,10 @@ pub fn run(o: Options) -> Result<(), String> {
     if let Some(secs) = o.nat_timeout {
         dp.set_nat_timeouts(vswitch_nat::Timeouts::all(secs));
     }
-    let ctl = Arc::new(Mutex::new(Controller::start(st, dir, dp, Box::new(Real)).map_err(|e| e.to_string())?));
+    let ctl = Arc::new(Mutex::new(
+        Controller::start(st, dir, dp, Box::new(Real { resolv_conf: o.resolv_conf.clone() }))
+            .map_err(|e| e.to_string())?,
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;

@@ -4,7 +4,10 @@
 //! announces itself (gratuitous ARP, unsolicited NA) when its network comes up and when a
 //! port joins, so endpoints learn its MAC at once.
 
+use super::dns::{self as gateway_dns, Client, Dns};
 use super::link::{Link, Packet};
+use crate::dns::forward::Done;
+use crate::dns::DnsStats;
 use crate::mac::MacAddr;
 use crate::pipeline::gateway::LINK_LOCAL;
 use crate::pipeline::DropReason;
@@ -38,6 +41,8 @@ pub struct GatewayAddrs {
     pub mtu: usize,
     /// On the uplink: the next hop, whose MAC this host finds (ARP) for the route stage.
     pub next_hop: Option<Arc<NextHop>>,
+    /// The embedded DNS answers on port 53 (user-defined networks; not the uplink).
+    pub dns: Option<Arc<DnsStats>>,
 }
 
 /// The device smoltcp sees: frames queued by the workers in, frames for the workers out.
@@ -126,6 +131,7 @@ pub struct Host {
     sockets: SocketSet<'static>,
     /// When to ask for the next hop's MAC again (the uplink's host only).
     resolve_at: Instant,
+    dns: Option<Dns>,
 }
 
 /// How often the next hop is asked for while unknown, and once known (it may move).
@@ -147,7 +153,9 @@ impl Host {
                 let _ = a.push(IpCidr::new(LINK_LOCAL.into(), 64));
             }
         });
-        Host { addrs, iface, wire, sockets: SocketSet::new(vec![]), resolve_at: now }
+        let mut sockets = SocketSet::new(vec![]);
+        let dns = addrs.dns.clone().map(|stats| Dns::new(net, &mut sockets, addrs.mtu, stats));
+        Host { addrs, iface, wire, sockets, resolve_at: now, dns }
     }
 
     /// A frame from a worker for this gateway.
@@ -172,9 +180,17 @@ impl Host {
     }
 
     /// Answer what came in; returns when smoltcp next wants to be polled, if ever.
-    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+    pub fn poll(&mut self, now: Instant, shared: &gateway_dns::Shared) -> Option<Instant> {
         let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
-        let at = self.iface.poll_at(now, &self.sockets);
+        if let Some(d) = &mut self.dns {
+            if d.serve(&mut self.sockets, shared) {
+                let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
+            }
+        }
+        let mut at = self.iface.poll_at(now, &self.sockets);
+        if self.dns.as_ref().is_some_and(|d| d.backlog()) {
+            at = Some(now + Duration::from_millis(1)); // answers wait for room in a TCP window
+        }
         let (Some(hop), Some((me, _))) = (&self.addrs.next_hop, self.addrs.ipv4) else { return at };
         let Some(target) = hop.addr else { return at };
         if now >= self.resolve_at {
@@ -183,6 +199,15 @@ impl Host {
             self.resolve_at = now + if hop.mac().is_some() { RESOLVE_REFRESH } else { RESOLVE_RETRY };
         }
         Some(at.map_or(self.resolve_at, |a| a.min(self.resolve_at)))
+    }
+
+    /// An upstream's answer for one of this gateway's DNS clients.
+    pub fn answered(&mut self, d: Done<Client>, now: Instant) {
+        if let Some(dns) = &mut self.dns {
+            if dns.answered(d, &mut self.sockets) {
+                let _ = self.iface.poll(now, &mut self.wire, &mut self.sockets);
+            }
+        }
     }
 
     /// Tell the network where the gateway is: a gratuitous ARP and an unsolicited NA.
@@ -350,6 +375,7 @@ mod tests {
             ipv6: Some(("fd00:1::1".parse().unwrap(), 64)),
             mtu: 1500,
             next_hop: None,
+            dns: None,
         };
         let stats = Arc::new(PortShared::new(2, 1518));
         (Host::new(3, addrs, link.clone(), stats, Instant::from_millis(0)), link)
@@ -358,7 +384,10 @@ mod tests {
     fn feed(h: &mut Host, link: &Link, spec: &str) -> Vec<Vec<u8>> {
         assert!(link.to_services(3, 0, &frame_spec::parse(spec).unwrap()));
         h.receive(link.next_up().unwrap());
-        h.poll(Instant::from_millis(1));
+        h.poll(
+            Instant::from_millis(1),
+            &gateway_dns::Shared { names: Arc::new(crate::dns::names::Names::default()), forwarder: None },
+        );
         std::iter::from_fn(|| link.next_down(0)).map(|p| p.data.clone()).collect()
     }
 

@@ -4,9 +4,12 @@
 //! worker, which sends them through the network's pipeline like any frame. Nothing here
 //! ever blocks a worker, and what does not fit is dropped and counted.
 
+pub mod dns;
 pub mod host;
 pub mod link;
 
+use crate::dns::forward::Forwarder;
+use crate::dns::names::Names;
 use crate::port::PortShared;
 use crate::worker::NetId;
 use crossbeam_channel::{Receiver, Sender};
@@ -26,6 +29,7 @@ enum Ctl {
     Add(NetId, GatewayAddrs, Arc<PortShared>),
     Remove(NetId),
     Announce(NetId),
+    Names(Arc<Names>),
     Stop,
 }
 
@@ -66,6 +70,11 @@ impl Services {
         self.send(Ctl::Announce(net));
     }
 
+    /// Who is called what on every network with DNS (replaces what was there).
+    pub fn set_names(&self, names: Arc<Names>) {
+        self.send(Ctl::Names(names));
+    }
+
     pub fn link(&self) -> &Arc<Link> {
         &self.link
     }
@@ -93,6 +102,10 @@ fn serve(link: Arc<Link>, ctl: Receiver<Ctl>) {
     let start = std::time::Instant::now();
     let now = || smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
     let mut hosts: HashMap<NetId, Host> = HashMap::new();
+    let forwarder = Forwarder::start(std::thread::current())
+        .map_err(|e| tracing::error!("dns: the forwarder did not start ({e}): unknown names get SERVFAIL"))
+        .ok();
+    let mut dns = dns::Shared { names: Arc::new(Names::default()), forwarder };
     loop {
         while let Ok(c) = ctl.try_recv() {
             match c {
@@ -107,6 +120,7 @@ fn serve(link: Arc<Link>, ctl: Receiver<Ctl>) {
                         h.announce();
                     }
                 }
+                Ctl::Names(n) => dns.names = n,
                 Ctl::Stop => return,
             }
         }
@@ -120,9 +134,14 @@ fn serve(link: Arc<Link>, ctl: Receiver<Ctl>) {
             }
         }
         let t = now();
+        while let Some(d) = dns.forwarder.as_ref().and_then(|f| f.next_done()) {
+            if let Some(h) = hosts.get_mut(&d.client.net()) {
+                h.answered(d, t);
+            }
+        }
         let mut next: Option<smoltcp::time::Instant> = None;
         for h in hosts.values_mut() {
-            if let Some(at) = h.poll(t) {
+            if let Some(at) = h.poll(t, &dns) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }

@@ -141,7 +141,12 @@ fn run_modes_make_and_remove_what_they_should() {
     let mut s = setup();
     s.create("blue", "10.5.0.0/24");
     let sb = |n: &str, net: RunNetwork| {
-        Request::SandboxCreate(CreateSandbox { name: Some(n.into()), network: net, endpoint: Default::default() })
+        Request::SandboxCreate(CreateSandbox {
+            name: Some(n.into()),
+            network: net,
+            endpoint: Default::default(),
+            dns: vec![],
+        })
     };
     let web: SandboxView = serde_json::from_value(s.ok(sb("web", RunNetwork::Network("blue".into())))).unwrap();
     assert_eq!((web.mode.as_str(), web.etc_name.as_deref(), web.endpoints.len()), ("bridge", Some("web"), 1));
@@ -174,6 +179,7 @@ fn a_restart_keeps_addresses_and_drops_endpoints_whose_namespace_went_away() {
             name: Some(n.into()),
             network: RunNetwork::Network("blue".into()),
             endpoint: Default::default(),
+            dns: vec![],
         })
     };
     s.ok(sb("a"));
