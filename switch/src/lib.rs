@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod docker;
 pub mod explain;
 pub mod fdb;
 pub mod frame;

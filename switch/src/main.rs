@@ -5,7 +5,7 @@ use vswitch::daemon;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf } => {
+        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf, docker_plugin } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -14,8 +14,15 @@ fn main() {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            daemon::run(daemon::Options { socket: cli.socket, state_dir, workers, nat_timeout, resolv_conf })
-                .map(|()| 0)
+            daemon::run(daemon::Options {
+                socket: cli.socket,
+                state_dir,
+                workers,
+                nat_timeout,
+                resolv_conf,
+                docker_plugin,
+            })
+            .map(|()| 0)
         }
         cmd => {
             // Like any Unix tool: a closed pipe (`vswitch fdb blue | head`) ends us quietly.

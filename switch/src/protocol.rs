@@ -179,6 +179,9 @@ pub struct CreateNetwork {
     pub max_learned: Option<usize>,
     #[serde(default)]
     pub max_learned_per_port: Option<u32>,
+    /// Set by the Docker plugin: the Docker network this one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
 }
 
 /// What an endpoint is given on a network.

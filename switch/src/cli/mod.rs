@@ -59,6 +59,11 @@ pub enum Command {
         /// `nameserver` lines, loopback ones included: the daemon asks from its own namespace).
         #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
+        /// Also serve Docker's plugin API, so that `docker network create -d vswitch` makes
+        /// vswitch networks (and `--ipam-driver vswitch` lets vswitch choose addresses).
+        /// Docker knows the plugin by the socket's name: vswitch.sock is driver `vswitch`.
+        #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = crate::docker::DEFAULT_SOCKET)]
+        docker_plugin: Option<PathBuf>,
     },
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]
@@ -577,6 +582,7 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                     aging_secs: aging_time,
                     max_learned,
                     max_learned_per_port,
+                    docker_id: None,
                 };
                 let v = rpc(Request::NetworkCreate(c))?;
                 if json.json {

@@ -712,6 +712,7 @@ impl Controller {
             }),
             endpoints: vec![],
             static_macs: vec![],
+            docker_id: c.docker_id,
         };
         self.transact(|_, tx| {
             tx.next.networks.push(net.clone());
@@ -845,6 +846,7 @@ impl Controller {
             }),
             endpoints: vec![],
             static_macs: vec![],
+            docker_id: None,
         };
         self.transact(|c, tx| {
             let id = c.free_port_id()?;
@@ -863,6 +865,7 @@ impl Controller {
                 sandbox: None,
                 max_learned: None,
                 published: vec![],
+                docker: None,
             });
             tx.next.networks.push(net);
             tx.then.push(Step::AddNetwork(UPLINK.into()));
@@ -1067,6 +1070,7 @@ impl Controller {
                 sandbox: None,
                 max_learned: o.max_learned,
                 published: vec![],
+                docker: None,
             };
             tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
             let p = NewPort { id, name: iface.into(), network: network.into(), kind, opened };
@@ -1223,6 +1227,7 @@ impl Controller {
             }),
             max_learned: o.max_learned,
             published,
+            docker: None,
         };
         tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
         let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
@@ -1238,6 +1243,9 @@ impl Controller {
         n.endpoints.retain(|e| e.name != port);
         n.static_macs.retain(|m| m.port != port);
         tx.then.push(Step::DetachPort(port.into()));
+        if ep.docker.is_some() {
+            tx.then.push(Step::DeleteLink(port.into())); // the pair Docker's container had
+        }
         if let Some(s) = &ep.sandbox {
             tx.then.push(Step::DeleteLink(port.into()));
             let left = tx.next.endpoints_of(&s.sandbox).count();
@@ -1922,5 +1930,6 @@ fn default_sandbox_name(arg: &str, path: &std::path::Path) -> String {
     path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "sandbox".into())
 }
 
+pub mod docker;
 #[cfg(test)]
 mod tests;

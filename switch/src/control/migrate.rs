@@ -89,9 +89,11 @@ pub fn from_v1(v: serde_json::Value) -> Result<State, serde_json::Error> {
                     sandbox: None,
                     max_learned: None,
                     published: vec![],
+                    docker: None,
                 })
                 .collect(),
             static_macs: n.static_macs,
+            docker_id: None,
         });
     }
     Ok(st)

@@ -52,6 +52,9 @@ pub struct Network {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub static_macs: Vec<StaticMac>,
+    /// The Docker network this is (made through the Docker plugin), by Docker's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
 }
 
 /// One subnet of a network, as Docker's IPAM config has it.
@@ -137,6 +140,21 @@ pub struct Endpoint {
     /// Ports published at the uplink's address (`-p`), as resolved when connected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// A Docker endpoint (made through the Docker plugin): Docker moves `peer` into the
+    /// container and configures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerLink>,
+}
+
+/// A Docker endpoint's ids and interface.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DockerLink {
+    pub endpoint_id: String,
+    /// The veth end Docker takes into the container (it is back here when the container stops).
+    pub peer: String,
+    /// The container's namespace, once joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_key: Option<String>,
 }
 
 /// One published port: `host_port` on the uplink's address forwards to `port` here.

@@ -36,6 +36,9 @@ pub trait System: Send + Sync {
     /// Create and configure an endpoint's veth pair.
     fn plumb(&mut self, p: &Plumbing) -> Result<()>;
     fn delete_link(&mut self, name: &str) -> Result<()>;
+    /// A veth pair with both ends here: `host` up for the switch, `peer` (with `mac`) left
+    /// for someone else to take into a namespace (Docker).
+    fn make_veth(&mut self, host: &str, peer: &str, mac: MacAddr, mtu: u32) -> Result<()>;
     /// A new named network namespace (as `ip netns add`).
     fn create_netns(&mut self, name: &str) -> Result<PathBuf>;
     fn delete_netns(&mut self, name: &str);
@@ -119,6 +122,19 @@ impl System for Real {
             .map_err(|e| Error::netlink(format!("the veth pair for {} in {}", p.ifname, p.netns.display()), e))?;
         configure(&mut here, &ns, p).inspect_err(|_| {
             let _ = here.delete_link(p.host); // takes the inner end with it
+        })
+    }
+
+    fn make_veth(&mut self, host: &str, peer: &str, mac: MacAddr, mtu: u32) -> Result<()> {
+        let here = File::open("/proc/self/ns/net").map_err(|e| Error::system("opening the daemon's namespace", e))?;
+        let mut r = Rtnl::open().map_err(|e| Error::netlink("a netlink socket", e))?;
+        r.create_veth(host, &VethPeer { name: peer, mac: mac.0, netns: &here }, mtu)
+            .map_err(|e| Error::netlink(format!("the veth pair {host}/{peer}"), e))?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1");
+        let up = r.link(host).and_then(|l| r.set_up(l.index));
+        up.map_err(|e| {
+            let _ = r.delete_link(host);
+            Error::netlink(format!("bringing {host} up"), e)
         })
     }
 
@@ -287,6 +303,12 @@ pub mod fake {
             }
             w.add_link(p.host);
             w.plumbed.push(format!("{} {}", p.host, p.ifname));
+            Ok(())
+        }
+        fn make_veth(&mut self, host: &str, peer: &str, _mac: MacAddr, _mtu: u32) -> Result<()> {
+            let mut w = self.0.lock().unwrap();
+            w.add_link(host);
+            w.add_link(peer);
             Ok(())
         }
         fn delete_link(&mut self, name: &str) -> Result<()> {

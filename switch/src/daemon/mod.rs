@@ -24,6 +24,8 @@ pub struct Options {
     pub nat_timeout: Option<u32>,
     /// The host's resolvers, for the embedded DNS to forward to.
     pub resolv_conf: PathBuf,
+    /// Serve Docker's plugin API on this socket.
+    pub docker_plugin: Option<PathBuf>,
 }
 
 /// Bind the control socket, refusing if a live daemon already answers on it. Its directory
@@ -129,11 +131,16 @@ pub fn run(o: Options) -> Result<(), String> {
             .map_err(|e| e.to_string())?
     };
 
+    let plugin = match &o.docker_plugin {
+        Some(path) => Some(crate::docker::Plugin::start(path, ctl.clone())?),
+        None => None,
+    };
     if let Err(e) = socket::serve(listener, ctl.clone(), &stop) {
         error!("the control socket failed: {e}");
     }
     stop.store(true, Ordering::Relaxed);
     info!("stopping");
+    drop(plugin);
     drop(stopping);
     let _ = housekeeping.join();
     let _ = link_watch.join();
