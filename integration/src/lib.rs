@@ -4,6 +4,8 @@
 //! Rules (see DESIGN.md): only namespaces and interfaces made here, names unique per test,
 //! traffic only between the test's own namespaces.
 
+pub mod engines;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -60,7 +62,7 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn quiet(args: &[&str]) {
+pub fn quiet(args: &[&str]) {
     let _ = Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
