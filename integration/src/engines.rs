@@ -6,7 +6,8 @@ use super::*;
 
 /// Panic with the package to install when `cmd` is missing (tests never skip).
 pub fn require(cmd: &str, package: &str) {
-    let found = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
     assert!(found, "{cmd} is missing: apt-get install {package} (.ci/run installs it)");
 }
 
@@ -108,14 +109,7 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Whatever it left mounted under its directories.
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let base = self.dir.path().to_string_lossy().to_string();
-        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&base)).collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            quiet(&["umount", "-l", m]);
-        }
+        unmount_under(self.dir.path());
     }
 }
 
@@ -140,5 +134,90 @@ impl HostNetworking {
         if let Ok(rules) = nat {
             assert!(!rules.contains("DOCKER") && !rules.contains("CNI-"), "an engine added iptables rules:\n{rules}");
         }
+    }
+}
+
+/// Unmount whatever an engine left mounted under `dir` (deepest first).
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let base = dir.to_string_lossy().to_string();
+    let mut ours: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&base)).collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        quiet(&["umount", "-l", m]);
+    }
+}
+
+/// Podman with a private root, its CNI backend, and vswitch-cni as the plugin of network
+/// `network` (also its default network: a stray run makes no cni-podman0).
+pub struct Podman {
+    pub dir: tempfile::TempDir,
+    pub rootfs: PathBuf,
+}
+
+impl Podman {
+    pub fn new(network: &str, socket: &Path) -> Podman {
+        require("podman", "podman");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["plugins", "net", "tmp"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::copy(cni_bin(), d.join("plugins/vswitch-cni")).unwrap();
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": network,
+            "plugins": [{
+                "type": "vswitch-cni",
+                "network": network,
+                "socket": socket,
+                "capabilities": { "aliases": true, "portMappings": true },
+            }],
+        });
+        std::fs::write(d.join(format!("net/{network}.conflist")), conflist.to_string()).unwrap();
+        let conf = format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{p}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{n}\"\n\
+             default_network = \"{network}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             events_logfile_path = \"{e}\"\ntmp_dir = \"{t}\"\n",
+            p = d.join("plugins").display(),
+            n = d.join("net").display(),
+            e = d.join("events.log").display(),
+            t = d.join("tmp").display(),
+        );
+        std::fs::write(d.join("containers.conf"), conf).unwrap();
+        let rootfs = busybox_rootfs(d);
+        Podman { dir, rootfs }
+    }
+
+    pub fn podman(&self, args: &[&str]) -> Output {
+        let d = self.dir.path();
+        Command::new("podman")
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args(["--storage-driver", "overlay"])
+            .args(args)
+            .output()
+            .expect("podman")
+    }
+
+    /// `podman run [OPTIONS] --rootfs ROOTFS CMD...` (every option must come before the path).
+    pub fn run(&self, options: &[&str], cmd: &[&str]) -> Output {
+        let mut a = vec!["run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
+        a.extend_from_slice(options);
+        let root = self.rootfs.display().to_string();
+        a.extend(["--rootfs", root.as_str()]);
+        a.extend_from_slice(cmd);
+        self.podman(&a)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-af", "-t", "0"]);
+        unmount_under(self.dir.path());
     }
 }

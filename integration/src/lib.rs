@@ -37,6 +37,11 @@ pub fn vswitch_bin() -> PathBuf {
 }
 
 /// The raw frame sender that comes with these tests (src/bin/sendraw.rs).
+/// The CNI plugin built beside this test.
+pub fn cni_bin() -> PathBuf {
+    sibling_bin("vswitch-cni")
+}
+
 pub fn sendraw_bin() -> PathBuf {
     sibling_bin("sendraw")
 }

@@ -63,9 +63,17 @@ fn docker_networks_on_vswitch() {
 
     // By name (Docker's DNS) and by address, over vswitch; an HTTP request too.
     let out = docker.ok(&[
-        "run", "--rm", "--network", "blue", "busy", "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        "blue",
+        "busy",
+        "sh",
+        "-c",
         // (busybox-static's wget crashes in a container here; nc does the request)
-        &format!("ip route; ping -c1 -W2 web && ping -c1 -W2 {web_ip} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc web 80"),
+        &format!(
+            "ip route; ping -c1 -W2 web && ping -c1 -W2 {web_ip} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc web 80"
+        ),
     ]);
     assert!(out.contains("default via 10.73.0.1"), "the gateway is vswitch's: {out}");
     assert!(out.contains("hello from a container on vswitch"), "{out}");

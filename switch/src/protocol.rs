@@ -198,6 +198,9 @@ pub struct EndpointOptions {
     /// Ports to publish at the uplink's address, in Docker's `-p` syntax.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// The interface's name inside the namespace [default: eth0, then eth1...].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -211,6 +214,10 @@ pub struct Connect {
     pub netns: Option<String>,
     /// The sandbox's name for a namespace [default: the namespace's name].
     pub name: Option<String>,
+    /// A new sandbox's id: the engine's container id (CNI), so that its short id resolves
+    /// and the engine can disconnect it by that id [default: a new one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_id: Option<String>,
     #[serde(default)]
     pub endpoint: EndpointOptions,
 }

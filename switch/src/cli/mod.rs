@@ -232,6 +232,9 @@ pub struct EndpointArgs {
     /// (repeatable; needs an uplink)
     #[arg(long = "publish", short = 'p', value_name = "SPEC")]
     publish: Vec<String>,
+    /// The interface's name inside the namespace [default: eth0, then eth1...].
+    #[arg(long, value_name = "NAME")]
+    ifname: Option<String>,
 }
 
 impl EndpointArgs {
@@ -243,6 +246,7 @@ impl EndpointArgs {
             aliases: self.aliases,
             max_learned: self.max_learned,
             publish: self.publish,
+            ifname: self.ifname,
         }
     }
 }
@@ -602,7 +606,15 @@ pub fn run(socket: &std::path::Path, cmd: Command) -> Result<i32, String> {
                 }
             }
             NetworkCmd::Connect { network, iface, tap, netns, name, endpoint, json } => {
-                let c = Connect { network: network.clone(), iface, tap, netns, name, endpoint: endpoint.options() };
+                let c = Connect {
+                    network: network.clone(),
+                    iface,
+                    tap,
+                    netns,
+                    name,
+                    sandbox_id: None,
+                    endpoint: endpoint.options(),
+                };
                 let v = rpc(Request::NetworkConnect(c))?;
                 if json.json {
                     print_json(&v)?;

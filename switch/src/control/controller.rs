@@ -1029,7 +1029,9 @@ impl Controller {
                 ))
             }
             (Some(iface), None) => self.connect_iface(&c.network, iface, c.tap, &c.endpoint)?,
-            (None, Some(ns)) => self.connect_netns(&c.network, ns, c.name.as_deref(), &c.endpoint)?,
+            (None, Some(ns)) => {
+                self.connect_netns(&c.network, ns, c.name.as_deref(), c.sandbox_id.as_deref(), &c.endpoint)?
+            }
         };
         json(EndpointView { network: c.network, endpoint: ep })
     }
@@ -1041,6 +1043,9 @@ impl Controller {
         }
         if !o.aliases.is_empty() {
             return Err(Error::invalid("--alias names an endpoint in a namespace: use it with --netns"));
+        }
+        if o.ifname.is_some() {
+            return Err(Error::invalid("--ifname names the interface inside a namespace: use it with --netns"));
         }
         if !o.publish.is_empty() {
             return Err(Error::invalid(
@@ -1079,7 +1084,14 @@ impl Controller {
         })
     }
 
-    fn connect_netns(&mut self, network: &str, ns: &str, name: Option<&str>, o: &EndpointOptions) -> Result<Endpoint> {
+    fn connect_netns(
+        &mut self,
+        network: &str,
+        ns: &str,
+        name: Option<&str>,
+        sandbox_id: Option<&str>,
+        o: &EndpointOptions,
+    ) -> Result<Endpoint> {
         let path = netns::resolve(ns);
         let identity = self.sys.netns_identity(&path).ok_or_else(|| Error::NoNamespace(path.display().to_string()))?;
         let existing =
@@ -1100,9 +1112,17 @@ impl Controller {
                 if self.st.sandbox(&name).is_some() {
                     return Err(Error::SandboxExists(name));
                 }
+                if let Some(id) = sandbox_id {
+                    if !(12..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(Error::invalid(format!("sandbox id '{id}': 12 to 128 letters and digits")));
+                    }
+                    if self.st.sandboxes.iter().any(|s| s.id == id) {
+                        return Err(Error::invalid(format!("a sandbox with id {id} exists")));
+                    }
+                }
                 Sandbox {
                     name,
-                    id: new_id(),
+                    id: sandbox_id.map_or_else(new_id, str::to_string),
                     mode: NetMode::Networks,
                     netns: Some(path.clone()),
                     ns_identity: Some(identity),
@@ -1174,7 +1194,16 @@ impl Controller {
                 has_default |= s.default_route;
             }
         }
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).expect("a free name");
+        let ifname = match &o.ifname {
+            Some(n) => {
+                check_ifname(n).map_err(Error::Invalid)?;
+                if taken.contains(n) {
+                    return Err(Error::invalid(format!("{} already has an interface {n}", netns.display())));
+                }
+                n.clone()
+            }
+            None => (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).expect("a free name"),
+        };
         // The default routes go with the first network (and to the next one if that leaves).
         let first = !has_default && !net.internal;
         let gw = |v6: bool| {
@@ -1264,7 +1293,12 @@ impl Controller {
         let net = self.network(network)?;
         let port = match net.endpoint(target) {
             Some(e) => e.name.clone(),
-            None => match net.endpoints.iter().find(|e| e.sandbox.as_ref().is_some_and(|s| s.sandbox == target)) {
+            // A sandbox's name, or its id (an engine's container id).
+            None => match net.endpoints.iter().find(|e| {
+                e.sandbox.as_ref().is_some_and(|s| {
+                    s.sandbox == target || self.st.sandbox(&s.sandbox).is_some_and(|sb| sb.id == target)
+                })
+            }) {
                 Some(e) => e.name.clone(),
                 None => {
                     return Err(match self.st.attached(target) {
