@@ -269,6 +269,7 @@ mod tests {
             }),
             endpoints: vec![],
             static_macs: vec![],
+            docker_id: None,
         }
     }
 
@@ -339,6 +340,7 @@ mod tests {
                 sandbox: None,
                 max_learned: None,
                 published: vec![],
+                docker: None,
             });
         }
         assert_eq!(got, ["10.9.0.2", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);

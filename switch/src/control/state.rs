@@ -530,8 +530,10 @@ pub(crate) mod tests {
                 sandbox: None,
                 max_learned: None,
                 published: vec![],
+                docker: None,
             }],
             static_macs: vec![],
+            docker_id: None,
         });
         st
     }
