@@ -93,6 +93,40 @@ fn docker_networks_on_vswitch() {
     let red_eps = d.json(&["network", "inspect", &red])[0]["endpoints"].as_array().unwrap().len();
     assert_eq!(red_eps, 0);
 
+    // -p: Docker's port mapping is published at the uplink's address; `world`, behind the
+    // uplink, reaches the container through it.
+    let world = Netns::new();
+    let up = Veth::new(&world);
+    world.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", &up.inner]);
+    d.ok(&["uplink", "set", &up.host, "--address", "192.0.2.10/24", "--gateway", "192.0.2.1"]);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "blue",
+        "--name",
+        "pub",
+        "-p",
+        "8080:80",
+        "busy",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert!(d
+        .ok(&["port", &d.json(&["network", "inspect", &blue])[0]["endpoints"][1]["name"].as_str().unwrap().to_string()])
+        .contains("80/tcp -> 192.0.2.10:8080"));
+    let got = eventually(10, || {
+        let o =
+            world.output(&["sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 3 busybox nc 192.0.2.10 8080"]);
+        String::from_utf8_lossy(&o.stdout).contains("hello from a container on vswitch")
+    });
+    assert!(got, "the published port answers from outside");
+    docker.ok(&["rm", "-f", "pub"]);
+
     // Removing everything in Docker leaves nothing in vswitch.
     docker.ok(&["rm", "-f", "web"]);
     docker.ok(&["network", "rm", "blue", "red"]);

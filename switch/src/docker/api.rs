@@ -62,6 +62,9 @@ pub struct CreateEndpoint {
     pub endpoint_id: String,
     #[serde(default, deserialize_with = "or_default")]
     pub interface: EndpointInterface,
+    /// `com.docker.network.portmap` (`-p`), `com.docker.network.endpoint.exposedports`.
+    #[serde(default, deserialize_with = "or_default")]
+    pub options: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize, Debug, Default)]

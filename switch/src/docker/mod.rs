@@ -133,7 +133,8 @@ pub fn handle(call: &str, body: &str, ctl: &Mutex<Controller>, ipam: &mut ipam::
                 m => Some(m.parse().map_err(|_| format!("'{m}' is not a MAC address"))?),
             };
             let mut c = lock(ctl);
-            let e = c.docker_create_endpoint(&r.network_id, &r.endpoint_id, v4, v6, mac).map_err(err)?;
+            let publish = port_specs(&r.options)?;
+            let e = c.docker_create_endpoint(&r.network_id, &r.endpoint_id, v4, v6, mac, &publish).map_err(err)?;
             e.ipv4.map(|a| ipam.release(a.into()));
             e.ipv6.map(|a| ipam.release(a.into()));
             // Docker takes addresses back only where its IPAM left them empty.
@@ -207,6 +208,40 @@ pub fn handle(call: &str, body: &str, ctl: &Mutex<Controller>, ipam: &mut ipam::
         }
         other => Err(format!("vswitch does not implement {other}")),
     }
+}
+
+/// Docker's `-p` mappings (`com.docker.network.portmap`) in its own `-p` syntax, which
+/// vswitch's publishing reads. An entry per address family comes for one `-p`: IPv6 host
+/// addresses are left out (the uplink is IPv4).
+fn port_specs(options: &std::collections::BTreeMap<String, Value>) -> Result<Vec<String>, String> {
+    let Some(Value::Array(maps)) = options.get("com.docker.network.portmap") else { return Ok(vec![]) };
+    let mut specs = vec![];
+    for m in maps {
+        let proto = match m["Proto"].as_u64() {
+            Some(6) => "tcp",
+            Some(17) => "udp",
+            other => return Err(format!("publishing protocol {other:?} is not supported (tcp and udp are)")),
+        };
+        let port = m["Port"].as_u64().ok_or("a port mapping without a Port")?;
+        let host_ip = m["HostIP"].as_str().unwrap_or("");
+        if host_ip.contains(':') {
+            continue;
+        }
+        let ip = match host_ip {
+            "" | "0.0.0.0" => String::new(),
+            a => format!("{a}:"),
+        };
+        let (lo, hi) = (m["HostPort"].as_u64().unwrap_or(0), m["HostPortEnd"].as_u64().unwrap_or(0));
+        let spec = match (lo, hi) {
+            (0, _) => format!("{ip}{port}/{proto}"),
+            (lo, hi) if hi > lo => format!("{ip}{lo}-{hi}:{port}/{proto}"),
+            (lo, _) => format!("{ip}{lo}:{port}/{proto}"),
+        };
+        if !specs.contains(&spec) {
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
 }
 
 /// CreateNetwork's request as a vswitch network: `-o` pairs, `--internal`, `--ipv6`, pools.

@@ -75,7 +75,8 @@ impl Controller {
     }
 
     /// A new endpoint: its veth pair, the switch's end attached. Docker's addresses if its
-    /// IPAM chose them, else vswitch's. Returns the endpoint (its MAC and addresses).
+    /// IPAM chose them, else vswitch's; `publish` (Docker's `-p`, in its syntax) at the
+    /// uplink's address. Returns the endpoint (its MAC and addresses).
     pub fn docker_create_endpoint(
         &mut self,
         net: &str,
@@ -83,6 +84,7 @@ impl Controller {
         ipv4: Option<Ipv4Addr>,
         ipv6: Option<std::net::Ipv6Addr>,
         mac: Option<MacAddr>,
+        publish: &[String],
     ) -> Result<Endpoint> {
         if let Ok((_, e)) = self.docker_endpoint(net, ep) {
             return Ok(e.clone());
@@ -94,12 +96,16 @@ impl Controller {
             let mac = endpoint_mac(n, mac, ipv4, ipv6)?;
             let mtu = n.bridge().mtu;
             let (host, peer) = (new_host_ifname(), format!("vp{}", random_hex(5)));
+            let published =
+                c.plan_publish(&tx.next, &network, ipv4, publish, &format!("container {}", short_id(ep)))?;
             c.sys.make_veth(&host, &peer, mac, mtu)?;
             tx.undo.push(Undo::Link(host.clone()));
             let id = c.free_port_id()?;
+            // An endpoint that publishes ports is read by one worker, the one its sessions live on.
+            let pin = ipv4.filter(|_| !published.is_empty()).map(|a| owner_of(a, c.dp.workers()));
             let opened = c
                 .sys
-                .open_port(&host, PortKind::AfPacket, c.dp.workers(), None)
+                .open_port(&host, PortKind::AfPacket, c.dp.workers(), pin)
                 .map_err(|e| Error::Attach { iface: host.clone(), source: e })?;
             let e = Endpoint {
                 name: host.clone(),
@@ -110,7 +116,7 @@ impl Controller {
                 created_tap: false,
                 sandbox: None,
                 max_learned: None,
-                published: vec![],
+                published,
                 docker: Some(DockerLink { endpoint_id: ep.into(), peer, sandbox_key: None }),
             };
             tx.next.network_mut(&network).expect("found above").endpoints.push(e.clone());
