@@ -3,6 +3,7 @@
 //! network namespaces of its own and removes again, also on Ctrl-C or a failure.
 
 mod connload;
+mod dns;
 mod gen;
 mod nat;
 mod relay;
@@ -203,6 +204,9 @@ fn bench(args: Args) -> Res<()> {
     if let Some(b) = args.baseline.as_ref().filter(|b| !b.is_file()) {
         return Err(format!("--baseline {}: no such file", b.display()));
     }
+    if scenarios.contains(&Scenario::Dns) {
+        sys::require_tools(&[("dnsperf", "dnsperf"), ("dnsmasq", "dnsmasq-base"), ("taskset", "util-linux")])?;
+    }
     let cases = scenario::plan(&scenarios, args.quick, with_ovs, args.baseline.is_some());
     sys::catch_interrupts();
     if !ovs_note.is_empty() {
@@ -230,7 +234,19 @@ fn bench(args: Args) -> Res<()> {
                         }
                     };
                     scenario::warm_up(&hosts[0], &hosts[1])?;
-                    scenario::measure(c.measure, &hosts[0], &hosts[1], secs, args.quick)
+                    // DNS: dnsmasq answers beside the bridge; each server on CPU 0 (dns.rs).
+                    let _dnsmasq = match (c.measure.is_dns(), sw) {
+                        (true, switch::Switch::Bridge) => Some(dns::dnsmasq(hosts)?),
+                        (true, _) => {
+                            _attached.pin_daemon(0)?;
+                            None
+                        }
+                        _ => None,
+                    };
+                    match c.measure.is_dns() {
+                        true => dns::measure(c.measure, hosts, &lab.dir, secs),
+                        false => scenario::measure(c.measure, &hosts[0], &hosts[1], secs, args.quick),
+                    }
                 })();
                 sys::check_interrupted()?;
                 let (metrics, error) = match measured {

@@ -32,6 +32,9 @@ pub enum Scenario {
     /// vswitch alone for --secs at full rate, a port connected and disconnected and CLI calls
     /// in a loop: RSS, fds, threads and drops sampled over time (flat lines pass)
     Soak,
+    /// the embedded DNS answering the network's names (dnsperf): answers per second and p99,
+    /// against dnsmasq serving the same names on the Linux bridge's gateway address
+    Dns,
     /// TCP from an endpoint to a world namespace through SNAT: vswitch's uplink against a
     /// Linux bridge with iptables MASQUERADE in a router namespace (Docker's datapath)
     Nat,
@@ -56,12 +59,21 @@ pub enum Measure {
     GatewayPing,
     /// ARP requests for the gateway at full rate: answered per second.
     GatewayArp,
+    /// DNS queries for the network's names, 100 outstanding: answered per second.
+    DnsQps,
+    /// DNS queries at 500 a second: p50 and p99 of the answers.
+    DnsLatency,
 }
 
 impl Measure {
     /// The switch must hold the gateway address for this.
     pub fn needs_gateway(&self) -> bool {
-        matches!(self, Measure::GatewayPing | Measure::GatewayArp)
+        matches!(self, Measure::GatewayPing | Measure::GatewayArp | Measure::DnsQps | Measure::DnsLatency)
+    }
+
+    /// The server answers DNS: dnsmasq beside the Linux bridge.
+    pub fn is_dns(&self) -> bool {
+        matches!(self, Measure::DnsQps | Measure::DnsLatency)
     }
 
     /// The figure the chart and the ratios use, and whether more is better.
@@ -71,6 +83,8 @@ impl Measure {
             Measure::Pps { .. } => ("forwarded_kpps", true),
             Measure::Latency | Measure::GatewayPing => ("p50_ms", false),
             Measure::GatewayArp => ("replies_kpps", true),
+            Measure::DnsQps => ("answered_kqps", true),
+            Measure::DnsLatency => ("p99_ms", false),
         }
     }
 }
@@ -156,6 +170,11 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
                 cases.push(case(s, "ping gateway", Measure::GatewayPing, 2, &sw));
                 cases.push(case(s, "ARP for gateway", Measure::GatewayArp, 2, &sw));
             }
+            Scenario::Dns => {
+                let sw = [Switch::Bridge, vswitch];
+                cases.push(case(s, "answers/s, local names", Measure::DnsQps, 4, &sw));
+                cases.push(case(s, "latency at 500 q/s", Measure::DnsLatency, 4, &sw));
+            }
             Scenario::Soak | Scenario::Nat => {} // not lists of cases: see soak.rs, nat.rs
             Scenario::Trace => {
                 let sw = [Switch::Bridge, vswitch, Switch::Vswitch { workers: 0, traced: true }];
@@ -189,6 +208,7 @@ pub fn warm_up(a: &Host, b: &Host) -> Res<()> {
 
 pub fn measure(m: Measure, a: &Host, b: &Host, secs: f64, quick: bool) -> Res<Metrics> {
     match m {
+        Measure::DnsQps | Measure::DnsLatency => Err("the dns cases are measured by dns::measure".into()),
         Measure::Tcp { streams } => tcp(a, b, streams, secs),
         Measure::Pps { size, sources } => pps(a, b, size, sources, secs),
         Measure::Latency => latency(a, &b.ip, if quick { 100 } else { 200 }),

@@ -275,6 +275,16 @@ pub struct Attached<'a> {
 }
 
 impl Attached<'_> {
+    /// Every thread of the vswitch daemon on CPU `cpu` (the dns scenario's placement).
+    pub fn pin_daemon(&self, cpu: usize) -> Res<()> {
+        match &self.daemon {
+            Some(d) => crate::dns::pin(d.id(), cpu),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Attached<'_> {
     /// The vswitch daemon's process id, for a vswitch attachment.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(|c| c.id())
