@@ -44,6 +44,7 @@ impl Upstream {
                 &format!("--listen-address={addr}"),
                 "--local=/test/",
                 "--address=/www.example.test/192.0.2.77",
+                &big_txt(),
                 "--pid-file=",
                 "--user=root",
             ])
@@ -68,6 +69,12 @@ impl Drop for Upstream {
         let _ = self.child.wait();
         let _ = (&self.ns, &self.veth);
     }
+}
+
+/// A TXT record of about 900 bytes: over UDP without EDNS it comes back truncated.
+fn big_txt() -> String {
+    let chunk = |c: char| std::iter::repeat_n(c, 200).collect::<String>();
+    format!("--txt-record=big.example.test,{},{},{},{}", chunk('a'), chunk('b'), chunk('c'), chunk('d'))
 }
 
 /// dig from inside sandbox `ns` (its resolv.conf: the gateway); the whole output.
@@ -151,6 +158,10 @@ fn endpoints_resolve_each_other_and_the_rest_is_forwarded() {
     assert_eq!(status(&dig(&web, &["nope.example.test"])), "NXDOMAIN");
     assert_eq!(short(&web, &["+tcp", &api]), vec![api_ip.clone()]);
     assert_eq!(short(&web, &["+tcp", "www.example.test"]), vec!["192.0.2.77".to_string()]);
+    // An answer too big for 512 bytes: truncated over UDP, then dig asks again over TCP.
+    let out = dig(&web, &["+noedns", "TXT", "big.example.test"]);
+    assert!(out.contains("Truncated, retrying in TCP mode") && status(&out) == "NOERROR", "{out}");
+    assert!(out.contains(&"d".repeat(200)), "the whole record over TCP: {out}");
     // getaddrinfo with the resolv.conf written (ndots:0): ping by name.
     assert!(_guards[0].wait_ping(&api, 5), "ping {api} by name");
 
