@@ -55,6 +55,10 @@ pub enum Measure {
         sources: u32,
     },
     Latency,
+    /// Pings `hz` times a second (0: flood, `ping -f`), with the cores busy meanwhile.
+    LatencyAt {
+        hz: u32,
+    },
     /// Pings to the gateway.
     GatewayPing,
     /// ARP requests for the gateway at full rate: answered per second.
@@ -81,7 +85,7 @@ impl Measure {
         match self {
             Measure::Tcp { .. } => ("gbps", true),
             Measure::Pps { .. } => ("forwarded_kpps", true),
-            Measure::Latency | Measure::GatewayPing => ("p50_ms", false),
+            Measure::Latency | Measure::GatewayPing | Measure::LatencyAt { .. } => ("p50_ms", false),
             Measure::GatewayArp => ("replies_kpps", true),
             Measure::DnsQps => ("answered_kqps", true),
             Measure::DnsLatency => ("p99_ms", false),
@@ -139,7 +143,18 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
                     cases.push(case(s, &format!("{size} B"), Measure::Pps { size, sources: 1 }, 2, &standard));
                 }
             }
-            Scenario::Latency => cases.push(case(s, "ping", Measure::Latency, 2, &standard)),
+            Scenario::Latency => {
+                cases.push(case(s, "ping", Measure::Latency, 2, &standard));
+                // Request rates of real services: a sleeping worker pays a wake-up per request.
+                let rates: &[(u32, &str)] = if quick {
+                    &[(1000, "1 kHz")]
+                } else {
+                    &[(5, "5 Hz"), (200, "200 Hz"), (1000, "1 kHz"), (0, "flood")]
+                };
+                for &(hz, label) in rates {
+                    cases.push(case(s, &format!("ping {label}"), Measure::LatencyAt { hz }, 2, &standard));
+                }
+            }
             Scenario::Scale => {
                 let macs: &[(u32, &str)] = if quick {
                     &[(1_000, "1k"), (100_000, "100k")]
@@ -212,6 +227,7 @@ pub fn measure(m: Measure, a: &Host, b: &Host, secs: f64, quick: bool) -> Res<Me
         Measure::Tcp { streams } => tcp(a, b, streams, secs),
         Measure::Pps { size, sources } => pps(a, b, size, sources, secs),
         Measure::Latency => latency(a, &b.ip, if quick { 100 } else { 200 }),
+        Measure::LatencyAt { hz } => latency_at(a, &b.ip, hz, secs),
         Measure::GatewayPing => latency(a, GATEWAY_IP, if quick { 100 } else { 200 }),
         Measure::GatewayArp => arp_flood(a, secs),
     }
@@ -302,9 +318,29 @@ fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics>
     Ok(metrics(&[("offered_kpps", offered), ("forwarded_kpps", forwarded), ("loss_pct", loss)]))
 }
 
-fn latency(a: &Host, to: &str, count: usize) -> Res<Metrics> {
-    // Pings 10 ms apart: light load; 200 of them give a p99.
-    let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", to])?;
+/// Pings at `hz` (0: flood) for about `secs` (at least 5 pings): p50/p99 (flood: ping's
+/// average, it prints no single times), and the cores the machine was busy meanwhile.
+fn latency_at(a: &Host, to: &str, hz: u32, secs: f64) -> Res<Metrics> {
+    let before = crate::sys::cpu_ticks()?;
+    let mut m = if hz == 0 {
+        let count = ((secs * 20_000.0) as usize).max(1000).to_string();
+        let out = run_in(&a.ns, &["ping", "-f", "-q", "-c", &count, "-W", "1", to])?;
+        // rtt min/avg/max/mdev = 0.010/0.012/0.100/0.003 ms
+        let line = out.lines().find(|l| l.contains("min/avg/max")).ok_or("ping -f printed no summary")?;
+        let avg = line.split('=').nth(1).and_then(|v| v.trim().split('/').nth(1)).and_then(|v| v.parse().ok());
+        metrics(&[("p50_ms", avg.ok_or("ping -f: no average")?)])
+    } else {
+        let count = ((secs * hz as f64) as usize).max(5);
+        let interval = format!("{:.4}", 1.0 / hz as f64);
+        let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", &interval, "-W", "1", to])?;
+        percentiles(&out)?
+    };
+    m.insert("cores_busy".into(), crate::sys::cores_busy(before, crate::sys::cpu_ticks()?));
+    Ok(m)
+}
+
+/// p50, p99 and max of the `time=` of each reply ping printed.
+fn percentiles(out: &str) -> Res<Metrics> {
     let mut rtts: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split("time=").nth(1))
@@ -316,4 +352,10 @@ fn latency(a: &Host, to: &str, count: usize) -> Res<Metrics> {
     rtts.sort_by(f64::total_cmp);
     let pct = |p: f64| rtts[((rtts.len() as f64 * p).ceil() as usize).clamp(1, rtts.len()) - 1];
     Ok(metrics(&[("p50_ms", pct(0.50)), ("p99_ms", pct(0.99)), ("max_ms", *rtts.last().expect("not empty"))]))
+}
+
+fn latency(a: &Host, to: &str, count: usize) -> Res<Metrics> {
+    // Pings 10 ms apart: light load; 200 of them give a p99.
+    let out = run_in(&a.ns, &["ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", to])?;
+    percentiles(&out)
 }

@@ -4,6 +4,7 @@
 
 use crate::fdb::PortId;
 use crate::pipeline::{Pipeline, Routes};
+use crate::poll::PollMode;
 use crate::port::{Opened, PortShared};
 use crate::services::host::GatewayAddrs;
 use crate::services::link::Link;
@@ -29,6 +30,11 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn start(n: usize) -> std::io::Result<Dataplane> {
+        Dataplane::start_with(n, PollMode::default())
+    }
+
+    /// `n` workers that sleep as `poll` says.
+    pub fn start_with(n: usize, poll: PollMode) -> std::io::Result<Dataplane> {
         let (fault_tx, faults) = unbounded();
         let wakers = (0..n).map(|_| Waker::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
         let link = Arc::new(Link::new(wakers.clone()));
@@ -37,7 +43,7 @@ impl Dataplane {
         for (i, waker) in wakers.into_iter().enumerate() {
             let (cmds, rx) = unbounded();
             let w = Worker::new(i, rx, waker.clone(), fault_tx.clone(), link.clone());
-            let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.run())?;
+            let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.run(poll))?;
             workers.push(WorkerHandle { cmds, waker, thread: Some(thread) });
         }
         Ok(Dataplane { workers, services, faults })

@@ -17,6 +17,7 @@ pub mod hugemem;
 pub mod mac;
 pub mod netdev;
 pub mod pipeline;
+pub mod poll;
 pub mod port;
 pub mod protocol;
 pub mod services;

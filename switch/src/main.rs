@@ -5,7 +5,7 @@ use vswitch::daemon;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf, docker_plugin } => {
+        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf, docker_plugin, poll } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -21,6 +21,7 @@ fn main() {
                 nat_timeout,
                 resolv_conf,
                 docker_plugin,
+                poll,
             })
             .map(|()| 0)
         }

@@ -10,6 +10,7 @@ use crate::frame::{VnetHdr, MAX_FRAME};
 use crate::pipeline::egress::{self, Sink};
 use crate::pipeline::route::MAX_EDIT;
 use crate::pipeline::{Action, DropReason, Env, FrameCx, Nat, NoObserve, Pipeline, Routes};
+use crate::poll::{Idle, PollMode};
 use crate::port::{recycle, PortShared, Queue, RxFrame, TxError, WorkerBuffers};
 use crate::services::link::Link;
 use crate::stats::bump;
@@ -17,7 +18,7 @@ use crate::trace::{self, Dir, Tracer};
 use crossbeam_channel::{Receiver, Sender};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use vswitch_nat::ports::PortSplit;
 
 /// Frames read from one port before they are forwarded and the port is flushed.
@@ -28,10 +29,6 @@ pub const NAT_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 pub const NAT_SESSIONS: u32 = 262_144;
 /// Sessions a worker looks at for expiry once a second, at most.
 const NAT_EXPIRE_BUDGET: usize = 4096;
-/// How long a worker keeps polling its rings after the last frame before it sleeps in
-/// poll(). A wake-up costs tens of microseconds here; spinning this long means the reply to
-/// a request usually finds the worker awake, and costs nothing under load (never idle).
-const IDLE_SPIN: Duration = Duration::from_micros(200);
 
 pub type NetId = u16;
 
@@ -206,11 +203,15 @@ impl Worker {
         w
     }
 
-    pub fn run(mut self) {
+    pub fn run(mut self, mode: PollMode) {
+        let mut idle = Idle::new(mode);
         let mut last_work = Instant::now();
         let mut idle_passes = 0u32;
         while let Some(work) = self.pass() {
             if work > 0 {
+                if idle_passes > 0 {
+                    idle.burst_after(last_work.elapsed()); // one clock read per burst
+                }
                 idle_passes = 0;
                 continue;
             }
@@ -218,9 +219,16 @@ impl Worker {
             idle_passes += 1;
             if idle_passes == 1 {
                 last_work = Instant::now();
-            } else if idle_passes.is_multiple_of(64) && last_work.elapsed() > IDLE_SPIN {
-                self.sleep();
-                idle_passes = 0;
+            }
+            let spin = idle.spin();
+            if spin.is_zero() || idle_passes.is_multiple_of(64) {
+                if last_work.elapsed() > spin {
+                    self.sleep();
+                } else {
+                    // Spinning politely: a thread waiting for this core (the services
+                    // thread with a reply, the very client) gets it at once.
+                    std::thread::yield_now();
+                }
             }
         }
     }

@@ -64,6 +64,12 @@ pub enum Command {
         /// Docker knows the plugin by the socket's name: vswitch.sock is driver `vswitch`.
         #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = crate::docker::DEFAULT_SOCKET)]
         docker_plugin: Option<PathBuf>,
+        /// When a worker with nothing to do sleeps: adaptive spins through the gaps between
+        /// bursts while they are short (up to 10 ms: a steady request stream finds it awake,
+        /// at the cost of a core while it lasts) and sleeps otherwise; busy never sleeps (a
+        /// core per worker, always); interrupt sleeps at once (least CPU, a wake-up per burst).
+        #[arg(long, value_enum, default_value = "adaptive")]
+        poll: crate::poll::PollMode,
     },
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]

@@ -26,6 +26,8 @@ pub struct Options {
     pub resolv_conf: PathBuf,
     /// Serve Docker's plugin API on this socket.
     pub docker_plugin: Option<PathBuf>,
+    /// When workers sleep.
+    pub poll: crate::poll::PollMode,
 }
 
 /// Bind the control socket, refusing if a live daemon already answers on it. Its directory
@@ -69,7 +71,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let listener = bind_socket(&o.socket)?;
     // Subscribed before the ports are restored: no deletion goes unseen in between.
     let mut links = LinkEvents::subscribe().map_err(|e| format!("cannot watch network interfaces: {e}"))?;
-    let dp = Dataplane::start(o.workers).map_err(|e| format!("cannot start workers: {e}"))?;
+    let dp = Dataplane::start_with(o.workers, o.poll).map_err(|e| format!("cannot start workers: {e}"))?;
     if let Some(secs) = o.nat_timeout {
         dp.set_nat_timeouts(vswitch_nat::Timeouts::all(secs));
     }
