@@ -41,7 +41,11 @@ fn quick_latency_and_gateway_round_writes_json_and_cleans_up() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1, "{v}");
     let samples = v["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 6, "bridge and vswitch, one round of three cases: {v}");
+    assert_eq!(
+        samples.len(),
+        8,
+        "bridge and vswitch, one round of four cases (ping, ping 1 kHz, gateway ping, ARP): {v}"
+    );
     for s in samples.iter().filter(|s| s["case"] != "ARP for gateway") {
         let p50 = s["metrics"]["p50_ms"].as_f64().unwrap_or(0.0);
         assert!(p50 > 0.0 && p50 < 50.0, "{s}");

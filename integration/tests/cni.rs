@@ -21,7 +21,8 @@ fn cni(command: &str, container: &str, netns: &str, args: &str, conf: &Value) ->
         .stdout(Stdio::piped())
         .spawn()
         .expect("vswitch-cni");
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    // VERSION reads no input: it may have exited before this is written.
+    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     (out.status.success(), serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -59,6 +60,13 @@ fn add_check_and_del_as_a_runtime_calls_them() {
     assert_eq!(dig(&id[..12]).trim(), "10.75.0.9");
     assert_eq!(dig("podx").trim(), "10.75.0.9", "K8S_POD_NAME names the sandbox");
     assert!(cni("CHECK", &id, &netns, args, &conf).0);
+    // Another container whose pod name is taken goes by its id.
+    let ns2 = Netns::new();
+    let id2 = format!("{:064x}", std::process::id() as u128 * 7919 + 77);
+    let (ok, r2) = cni("ADD", &id2, &format!("/run/netns/{}", ns2.name), "K8S_POD_NAME=podx", &conf);
+    assert!(ok, "{r2}");
+    assert!(d.ok(&["ps"]).contains(&format!("cni-{}", &id2[..12])));
+    assert!(cni("DEL", &id2, "", "", &conf).0, "DEL without a namespace");
     // ADD of the same address again is refused with CNI's error JSON.
     let other = format!("{:064x}", 76);
     let (ok, e) = cni("ADD", &other, &netns, "IP=10.75.0.9", &conf);

@@ -211,10 +211,10 @@ fn add(env: &Env, conf: &Config, socket: &std::path::Path, network: &str) -> Res
         })
         .collect();
     let name = sandbox_name(env);
-    let c = Connect {
+    let mut c = Connect {
         network: network.into(),
         netns: Some(env.netns.clone()),
-        name: Some(name),
+        name: Some(name.clone()),
         sandbox_id: Some(env.container_id.clone()),
         endpoint: EndpointOptions {
             ip,
@@ -226,7 +226,14 @@ fn add(env: &Env, conf: &Config, socket: &std::path::Path, network: &str) -> Res
         },
         ..Default::default()
     };
-    let v = call(socket, &Request::NetworkConnect(c)).map_err(daemon_error)?;
+    let mut answer = call(socket, &Request::NetworkConnect(c.clone()));
+    // The pod's name taken by another sandbox (a container of that name whose DEL never
+    // came): this one goes by its id instead.
+    if answer.as_ref().is_err_and(|e| e.contains(&format!("sandbox named '{name}' already exists"))) {
+        c.name = Some(id_name(env));
+        answer = call(socket, &Request::NetworkConnect(c));
+    }
+    let v = answer.map_err(daemon_error)?;
     let ep: Endpoint =
         serde_json::from_value(v).map_err(|e| fail(code::GENERIC, format!("the daemon's answer: {e}")))?;
     let detail = inspect(socket, network)?;
@@ -239,8 +246,12 @@ fn sandbox_name(env: &Env) -> String {
     let valid = |n: &str| crate::control::controller::check_name(n).is_ok();
     match env.args.get("K8S_POD_NAME") {
         Some(n) if valid(n) => n.clone(),
-        _ => format!("cni-{}", &env.container_id[..env.container_id.len().min(12)]),
+        _ => id_name(env),
     }
+}
+
+fn id_name(env: &Env) -> String {
+    format!("cni-{}", &env.container_id[..env.container_id.len().min(12)])
 }
 
 fn inspect(socket: &std::path::Path, network: &str) -> Result<NetworkDetail, CniError> {

@@ -1,6 +1,14 @@
 //! TAP port queue: /dev/net/tun with IFF_NO_PI and IFF_VNET_HDR, offloads negotiated so the
 //! kernel hands us whole GSO frames. One queue (file descriptor) per worker through
-//! IFF_MULTI_QUEUE, so workers never share one.
+//! IFF_MULTI_QUEUE, so workers never share one; an existing single-queue TAP is opened as
+//! it is and its one queue shared.
+//!
+//! A TAP another process holds (QEMU's `-netdev tap`) is refused: its queues would split the
+//! traffic with ours, and its vnet header size (QEMU sets 12) is the whole device's, so our
+//! frames would be read 2 bytes off. Such a TAP is attached as an interface (AF_PACKET), the
+//! way the Linux bridge attaches it. The header size is checked again on every batch: if
+//! someone changes it, the queue fails (nothing misread is forwarded) and the port waits to
+//! be opened again.
 
 use super::{RxFrame, TxError, WorkerBuffers};
 use crate::frame::{VnetHdr, VNET_HDR_LEN};
@@ -9,7 +17,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use libc::{TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
+use libc::{TUNGETVNETHDRSZ, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
 
 // The ifreq flags field is a short; libc spells the flags as ints.
 const IFF_TAP: libc::c_short = libc::IFF_TAP as libc::c_short;
@@ -23,17 +31,66 @@ pub struct TapQueue {
     fd: OwnedFd,
 }
 
-fn step_err(step: &str, name: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{step} on TAP {name}: {e}"))
+/// A step of opening a queue that failed, with the kernel's errno kept (the fallbacks and the
+/// messages depend on it).
+#[derive(Debug)]
+struct StepError {
+    step: &'static str,
+    errno: i32,
 }
 
-fn open_queue(name: &str, flags: libc::c_short) -> io::Result<OwnedFd> {
+impl StepError {
+    fn last(step: &'static str) -> StepError {
+        StepError { step, errno: io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) }
+    }
+
+    fn into_io(self, name: &str) -> io::Error {
+        let e = io::Error::from_raw_os_error(self.errno);
+        io::Error::new(e.kind(), format!("{} on TAP {name}: {e}", self.step))
+    }
+}
+
+fn step_err(step: &'static str, name: &str) -> io::Error {
+    StepError::last(step).into_io(name)
+}
+
+/// The vnet header size the device reads and writes with (the whole device's).
+fn vnet_hdr_size(fd: RawFd) -> Option<usize> {
+    let mut sz: libc::c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int to the pointer we give.
+    (unsafe { libc::ioctl(fd, TUNGETVNETHDRSZ, &mut sz) } == 0).then_some(sz as usize)
+}
+
+/// The processes (pid, command) that hold a queue of TAP `name`: /proc/*/fdinfo of a
+/// /dev/net/tun descriptor names its device (`iff:`). Our own process is left out.
+pub fn holders(name: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let want = format!("iff:\t{name}");
+    let mut out = vec![];
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else { continue };
+        let holds = fds
+            .flatten()
+            .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|info| info.lines().any(|l| l.trim_end() == want)));
+        if holds {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default().trim().to_string();
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn open_queue(name: &str, flags: libc::c_short) -> Result<OwnedFd, StepError> {
     let path = CString::new("/dev/net/tun").expect("no NUL");
     // SAFETY: a valid C string; the result is checked.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(step_err("open /dev/net/tun", name));
+        return Err(StepError::last("open /dev/net/tun"));
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -45,12 +102,15 @@ fn open_queue(name: &str, flags: libc::c_short) -> io::Result<OwnedFd> {
     req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | flags;
     // SAFETY: TUNSETIFF reads the ifreq we own (name and flags) from a /dev/net/tun descriptor.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &req) } < 0 {
-        return Err(step_err("TUNSETIFF", name));
+        return Err(StepError::last("TUNSETIFF"));
     }
     let hdr = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads the int we point to.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr) } < 0 {
-        return Err(step_err("TUNSETVNETHDRSZ", name));
+        return Err(StepError::last("TUNSETVNETHDRSZ"));
+    }
+    if vnet_hdr_size(fd.as_raw_fd()) != Some(VNET_HDR_LEN) {
+        return Err(StepError { step: "TUNGETVNETHDRSZ (the size did not take)", errno: libc::EINVAL });
     }
     Ok(fd)
 }
@@ -66,18 +126,31 @@ pub struct OpenedTap {
 /// Open `queues` queues of TAP `name`, creating it if it does not exist.
 pub fn open(name: &str, queues: usize) -> io::Result<OpenedTap> {
     let existed = netdev::ifindex(name).is_some();
+    if existed {
+        if let Some((pid, comm)) = holders(name).into_iter().next() {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "TAP {name} is held by another process ({comm}, pid {pid}): sharing it would split its \
+                     traffic and its vnet header size; attach it as an interface instead (vswitch network \
+                     connect NETWORK {name}, without --tap)"
+                ),
+            ));
+        }
+    }
     let mut fds = Vec::new();
     let mut multiqueue = true;
     match open_queue(name, IFF_MULTI_QUEUE) {
         Ok(fd) => {
             fds.push(fd);
             for _ in 1..queues {
-                fds.push(open_queue(name, IFF_MULTI_QUEUE)?);
+                fds.push(open_queue(name, IFF_MULTI_QUEUE).map_err(|e| e.into_io(name))?);
             }
         }
-        Err(e) if existed && e.raw_os_error() == Some(libc::EINVAL) => {
+        Err(e) if existed && e.errno == libc::EINVAL => {
             // An existing single-queue TAP (or not a TAP at all): share one queue by dup.
             let fd = open_queue(name, 0).map_err(|e2| {
+                let e2 = e2.into_io(name);
                 io::Error::new(e2.kind(), format!("{name} exists and cannot be opened as a TAP device: {e2}"))
             })?;
             multiqueue = false;
@@ -86,7 +159,7 @@ pub fn open(name: &str, queues: usize) -> io::Result<OpenedTap> {
             }
             fds.insert(0, fd);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into_io(name)),
     }
     // The kernel may send us checksum-offloaded and TSO/USO frames: we pass them on whole
     // (USO only where the kernel knows it).
@@ -116,6 +189,7 @@ impl TapQueue {
         bufs: &'q mut WorkerBuffers,
     ) -> io::Result<()> {
         let mut spare = bufs.iter_mut();
+        let mut checked = false;
         while out.len() < max {
             let Some(buf) = spare.next() else { break };
             // SAFETY: `buf` is a live buffer of `buf.len()` bytes that the kernel fills.
@@ -128,6 +202,20 @@ impl TapQueue {
                 };
             }
             let n = n as usize;
+            // Once per batch that has frames: the device's header size is still ours (another
+            // process on the TAP may have changed it; then nothing read is forwarded).
+            if !checked {
+                checked = true;
+                match vnet_hdr_size(self.fd.as_raw_fd()) {
+                    Some(VNET_HDR_LEN) => {}
+                    other => {
+                        return Err(io::Error::other(format!(
+                            "the TAP's vnet header size became {other:?}, not {VNET_HDR_LEN} (another process \
+                             on the device set it: QEMU?); its frames are not forwarded"
+                        )));
+                    }
+                }
+            }
             if n < VNET_HDR_LEN {
                 continue;
             }
