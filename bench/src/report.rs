@@ -70,8 +70,19 @@ pub fn summarize(cases: &[Case], samples: &[Sample]) -> Vec<Summary> {
 }
 
 /// The order of a table's columns.
-const ORDER: [&str; 9] =
-    ["gbps", "retransmits", "offered_kpps", "forwarded_kpps", "replies_kpps", "loss_pct", "p50_ms", "p99_ms", "max_ms"];
+const ORDER: [&str; 11] = [
+    "gbps",
+    "retransmits",
+    "offered_kpps",
+    "forwarded_kpps",
+    "replies_kpps",
+    "loss_pct",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "cores_busy",
+    "cpu_ns_per_frame",
+];
 
 fn unit(metric: &str) -> String {
     match metric {
@@ -81,13 +92,15 @@ fn unit(metric: &str) -> String {
         "forwarded_kpps" => "forwarded kpps".into(),
         "replies_kpps" => "replies kpps".into(),
         "loss_pct" => "loss %".into(),
+        "cpu_ns_per_frame" => "CPU ns/frame".into(),
+        "cores_busy" => "cores busy".into(),
         m => m.replace("_ms", " ms"),
     }
 }
 
 fn fmt(metric: &str, v: f64) -> String {
     match metric {
-        "retransmits" | "offered_kpps" | "forwarded_kpps" | "replies_kpps" => format!("{v:.0}"),
+        "retransmits" | "offered_kpps" | "forwarded_kpps" | "replies_kpps" | "cpu_ns_per_frame" => format!("{v:.0}"),
         "loss_pct" => format!("{v:.1}"),
         m if m.ends_with("_ms") => format!("{v:.3}"),
         _ => format!("{v:.2}"),

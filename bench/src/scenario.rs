@@ -293,6 +293,7 @@ fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics>
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let dst = &b.mac;
     let (tx0, rx0) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
+    let cpu0 = crate::sys::cpu_ticks()?;
     let t0 = std::time::Instant::now();
     run_in(
         &a.ns,
@@ -310,12 +311,21 @@ fn pps(a: &Host, b: &Host, size: usize, sources: u32, secs: f64) -> Res<Metrics>
         ],
     )?;
     let elapsed = t0.elapsed().as_secs_f64();
+    let busy = crate::sys::cores_busy(cpu0, crate::sys::cpu_ticks()?);
     crate::sys::sleep(Duration::from_millis(300))?; // let the switch drain
     let (tx1, rx1) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
     let offered = (tx1 - tx0) as f64 / elapsed / 1e3;
     let forwarded = (rx1 - rx0) as f64 / elapsed / 1e3;
     let loss = if tx1 > tx0 { 100.0 * (1.0 - (rx1 - rx0) as f64 / (tx1 - tx0) as f64).max(0.0) } else { 0.0 };
-    Ok(metrics(&[("offered_kpps", offered), ("forwarded_kpps", forwarded), ("loss_pct", loss)]))
+    // The whole machine's CPU (generator, switch, receiver) per frame delivered.
+    let ns_per_frame = if forwarded > 0.0 { busy * 1e9 / (forwarded * 1e3) } else { 0.0 };
+    Ok(metrics(&[
+        ("offered_kpps", offered),
+        ("forwarded_kpps", forwarded),
+        ("loss_pct", loss),
+        ("cores_busy", busy),
+        ("cpu_ns_per_frame", ns_per_frame),
+    ]))
 }
 
 /// Pings at `hz` (0: flood) for about `secs` (at least 5 pings): p50/p99 (flood: ping's

@@ -86,3 +86,23 @@ fn help_teaches() {
         assert!(text.contains(word), "network create --help lacks {word}");
     }
 }
+
+#[test]
+fn workers_are_pinned_to_the_cpus_given() {
+    let mut d = Daemon::unstarted(1);
+    d.args = vec!["--cpus".into(), "0".into(), "--poll".into(), "interrupt".into()];
+    d.launch();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap();
+    let worker = tasks
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "worker-0"))
+        .expect("a worker-0 thread");
+    let status = std::fs::read_to_string(worker.path().join("status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Cpus_allowed_list:") && l.ends_with("\t0")), "{status}");
+    // A CPU the process may not use is refused at start.
+    let mut bad = Daemon::unstarted(1);
+    bad.args = vec!["--cpus".into(), "4000".into()];
+    let out = bad.spawn().wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(bad.log().contains("--cpus: CPU 4000"), "{}", bad.log());
+}

@@ -30,11 +30,11 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn start(n: usize) -> std::io::Result<Dataplane> {
-        Dataplane::start_with(n, PollMode::default())
+        Dataplane::start_with(n, PollMode::default(), &[])
     }
 
-    /// `n` workers that sleep as `poll` says.
-    pub fn start_with(n: usize, poll: PollMode) -> std::io::Result<Dataplane> {
+    /// `n` workers that sleep as `poll` says, worker i on `cpus[i % len]` (none: unpinned).
+    pub fn start_with(n: usize, poll: PollMode, cpus: &[usize]) -> std::io::Result<Dataplane> {
         let (fault_tx, faults) = unbounded();
         let wakers = (0..n).map(|_| Waker::new().map(Arc::new)).collect::<std::io::Result<Vec<_>>>()?;
         let link = Arc::new(Link::new(wakers.clone()));
@@ -43,7 +43,15 @@ impl Dataplane {
         for (i, waker) in wakers.into_iter().enumerate() {
             let (cmds, rx) = unbounded();
             let w = Worker::new(i, rx, waker.clone(), fault_tx.clone(), link.clone());
-            let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.run(poll))?;
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let thread = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+                if let Some(c) = cpu {
+                    if let Err(e) = crate::poll::pin_to(c) {
+                        tracing::warn!(worker = i, cpu = c, "cannot pin the worker: {e}");
+                    }
+                }
+                w.run(poll)
+            })?;
             workers.push(WorkerHandle { cmds, waker, thread: Some(thread) });
         }
         Ok(Dataplane { workers, services, faults })

@@ -5,7 +5,7 @@ use vswitch::daemon;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf, docker_plugin, poll } => {
+        Command::Daemon { state_dir, workers, nat_timeout, resolv_conf, docker_plugin, poll, cpus } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -22,6 +22,7 @@ fn main() {
                 resolv_conf,
                 docker_plugin,
                 poll,
+                cpus: cpus.map(|c| c.0).unwrap_or_default(),
             })
             .map(|()| 0)
         }

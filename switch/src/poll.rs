@@ -69,6 +69,61 @@ impl Idle {
     }
 }
 
+/// `--cpus`: CPU numbers, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuList(pub Vec<usize>);
+
+pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+    parse_cpus(s).map(CpuList)
+}
+
+/// A CPU list as `taskset -c` takes it: `0,2`, `0-3`, `0-1,3`.
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = vec![];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("'{x}' is not a CPU number"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("'{part}': a range goes up"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("an empty CPU list".into());
+    }
+    Ok(out)
+}
+
+/// Keep the calling thread on `cpu`.
+pub fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in pin_to, reading the set the kernel wrote.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +147,12 @@ mod tests {
         assert_eq!(i.spin(), BASE_SPIN);
         assert_eq!(Idle::new(PollMode::Interrupt).spin(), Duration::ZERO);
         assert_eq!(Idle::new(PollMode::Busy).spin(), Duration::MAX);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpus("1").unwrap(), vec![1]);
+        assert!(parse_cpus("3-1").is_err() && parse_cpus("x").is_err() && parse_cpus("").is_err());
     }
 }

@@ -70,6 +70,10 @@ pub enum Command {
         /// core per worker, always); interrupt sleeps at once (least CPU, a wake-up per burst).
         #[arg(long, value_enum, default_value = "adaptive")]
         poll: crate::poll::PollMode,
+        /// Pin worker i to the i-th CPU of LIST, in turn (as taskset -c: 0,1 or 0-3)
+        /// [default: unpinned]. Give busy workers cores of their own.
+        #[arg(long, value_name = "LIST", value_parser = crate::poll::parse_cpu_list)]
+        cpus: Option<crate::poll::CpuList>,
     },
     /// Create, list, inspect, connect, disconnect and remove networks
     #[command(subcommand)]

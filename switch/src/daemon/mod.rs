@@ -28,6 +28,8 @@ pub struct Options {
     pub docker_plugin: Option<PathBuf>,
     /// When workers sleep.
     pub poll: crate::poll::PollMode,
+    /// The CPUs workers are pinned to, in turn (empty: unpinned).
+    pub cpus: Vec<usize>,
 }
 
 /// Bind the control socket, refusing if a live daemon already answers on it. Its directory
@@ -71,7 +73,11 @@ pub fn run(o: Options) -> Result<(), String> {
     let listener = bind_socket(&o.socket)?;
     // Subscribed before the ports are restored: no deletion goes unseen in between.
     let mut links = LinkEvents::subscribe().map_err(|e| format!("cannot watch network interfaces: {e}"))?;
-    let dp = Dataplane::start_with(o.workers, o.poll).map_err(|e| format!("cannot start workers: {e}"))?;
+    let allowed = crate::poll::allowed_cpus();
+    if let Some(c) = o.cpus.iter().find(|c| !allowed.contains(c)) {
+        return Err(format!("--cpus: CPU {c} is not one this process may run on ({allowed:?})"));
+    }
+    let dp = Dataplane::start_with(o.workers, o.poll, &o.cpus).map_err(|e| format!("cannot start workers: {e}"))?;
     if let Some(secs) = o.nat_timeout {
         dp.set_nat_timeouts(vswitch_nat::Timeouts::all(secs));
     }
