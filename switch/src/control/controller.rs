@@ -1233,14 +1233,6 @@ impl Controller {
             }),
         };
         self.sys.plumb(&plumbing)?;
-        tx.undo.push(Undo::Link(host.clone()));
-        let id = self.free_port_id()?;
-        // An endpoint that publishes ports is read by one worker, the one its sessions live on.
-        let pin = ipv4.filter(|_| !published.is_empty()).map(|a| owner_of(a, self.dp.workers()));
-        let opened = self
-            .sys
-            .open_port(&host, PortKind::AfPacket, self.dp.workers(), pin)
-            .map_err(|e| Error::Attach { iface: host.clone(), source: e })?;
         let ep = Endpoint {
             name: host.clone(),
             kind: PortKind::AfPacket,
@@ -1258,8 +1250,22 @@ impl Controller {
             published,
             docker: None,
         };
+        self.attach_veth_end(tx, network, ep)
+    }
+
+    /// The switch's end of a veth pair just made (`ep.name`) as a port of `network`: undone
+    /// with the transaction, opened (an endpoint that publishes ports is read by one worker,
+    /// the one its sessions live on), `ep` saved in `tx` and the port attached after the save.
+    fn attach_veth_end(&mut self, tx: &mut Tx, network: &str, ep: Endpoint) -> Result<Endpoint> {
+        tx.undo.push(Undo::Link(ep.name.clone()));
+        let id = self.free_port_id()?;
+        let pin = ep.ipv4.filter(|_| !ep.published.is_empty()).map(|a| owner_of(a, self.dp.workers()));
+        let opened = self
+            .sys
+            .open_port(&ep.name, PortKind::AfPacket, self.dp.workers(), pin)
+            .map_err(|e| Error::Attach { iface: ep.name.clone(), source: e })?;
         tx.next.network_mut(network).expect("checked").endpoints.push(ep.clone());
-        let p = NewPort { id, name: host, network: network.into(), kind: PortKind::AfPacket, opened };
+        let p = NewPort { id, name: ep.name.clone(), network: network.into(), kind: PortKind::AfPacket, opened };
         tx.then.push(Step::AttachPort(Box::new(p)));
         Ok(ep)
     }

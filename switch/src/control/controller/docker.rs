@@ -99,16 +99,8 @@ impl Controller {
             let published =
                 c.plan_publish(&tx.next, &network, ipv4, publish, &format!("container {}", short_id(ep)))?;
             c.sys.make_veth(&host, &peer, mac, mtu)?;
-            tx.undo.push(Undo::Link(host.clone()));
-            let id = c.free_port_id()?;
-            // An endpoint that publishes ports is read by one worker, the one its sessions live on.
-            let pin = ipv4.filter(|_| !published.is_empty()).map(|a| owner_of(a, c.dp.workers()));
-            let opened = c
-                .sys
-                .open_port(&host, PortKind::AfPacket, c.dp.workers(), pin)
-                .map_err(|e| Error::Attach { iface: host.clone(), source: e })?;
             let e = Endpoint {
-                name: host.clone(),
+                name: host,
                 kind: PortKind::AfPacket,
                 mac,
                 ipv4,
@@ -119,10 +111,7 @@ impl Controller {
                 published,
                 docker: Some(DockerLink { endpoint_id: ep.into(), peer, sandbox_key: None }),
             };
-            tx.next.network_mut(&network).expect("found above").endpoints.push(e.clone());
-            let p = NewPort { id, name: host, network: network.clone(), kind: PortKind::AfPacket, opened };
-            tx.then.push(Step::AttachPort(Box::new(p)));
-            Ok(e)
+            c.attach_veth_end(tx, &network, e)
         })
     }
 
