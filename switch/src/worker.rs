@@ -209,8 +209,10 @@ impl Worker {
         let mut idle_passes = 0u32;
         while let Some(work) = self.pass() {
             if work > 0 {
-                if idle_passes > 0 {
-                    idle.burst_after(last_work.elapsed()); // one clock read per burst
+                // Only a pause of 64 idle passes or more can be a gap worth learning (poll.rs
+                // ignores gaps under its base spin): under load, no clock read per burst.
+                if idle_passes >= 64 {
+                    idle.burst_after(last_work.elapsed());
                 }
                 idle_passes = 0;
                 continue;
