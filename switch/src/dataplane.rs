@@ -78,6 +78,13 @@ impl Dataplane {
         }
     }
 
+    /// Replace network `net`'s pipeline (its ports stay).
+    pub fn set_pipeline(&self, net: NetId, pipeline: &Pipeline) {
+        for w in &self.workers {
+            self.send(w, Cmd::SetPipeline { net, pipeline: pipeline.clone() });
+        }
+    }
+
     pub fn remove_network(&self, net: NetId) {
         for w in &self.workers {
             self.send(w, Cmd::RemoveNetwork { net });

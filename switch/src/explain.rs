@@ -61,7 +61,8 @@ pub struct NetView<'a> {
 /// The live MAC table as the frames would change it, without changing it: what the frames
 /// teach is kept aside, so a later frame sees what an earlier one learned.
 struct DryRun<'a> {
-    live: &'a MacTable,
+    /// None: a pipeline that learns nothing (macvlan).
+    live: Option<&'a MacTable>,
     max_learned: usize,
     taught: RefCell<HashMap<MacAddr, PortId>>,
     /// MACs the frames would add (not moves): they count against the cap.
@@ -73,13 +74,14 @@ struct DryRun<'a> {
 impl Table for DryRun<'_> {
     fn learn(&self, mac: MacAddr, port: PortId, _now: u32) -> Learn {
         let mut taught = self.taught.borrow_mut();
-        let known = taught.get(&mac).map(|&p| (p, false)).or_else(|| self.live.get(mac));
+        let known = taught.get(&mac).map(|&p| (p, false)).or_else(|| self.live.and_then(|t| t.get(mac)));
+        let (learned, on_port) = self.live.map_or((0, 0), |t| (t.learned(), t.learned_on(port)));
         let learn = match known {
             Some((_, true)) => return Learn::Static,
             Some((p, false)) if p == port => return Learn::Known,
             Some(_) => Learn::Moved,
-            None if self.live.learned() + self.new.get() >= self.max_learned => return Learn::OverLimit,
-            None if self.quota.is_some_and(|q| self.live.learned_on(port) >= q) => return Learn::OverQuota,
+            None if learned + self.new.get() >= self.max_learned => return Learn::OverLimit,
+            None if self.quota.is_some_and(|q| on_port >= q) => return Learn::OverQuota,
             None => {
                 self.new.set(self.new.get() + 1);
                 Learn::New
@@ -90,7 +92,7 @@ impl Table for DryRun<'_> {
     }
 
     fn lookup(&self, mac: MacAddr) -> Option<PortId> {
-        self.taught.borrow().get(&mac).copied().or_else(|| self.live.lookup(mac))
+        self.taught.borrow().get(&mac).copied().or_else(|| self.live.and_then(|t| t.lookup(mac)))
     }
 }
 
@@ -134,11 +136,11 @@ impl Sink for DrySink<'_> {
 /// Explain `frames` arriving on port `in_port` of `net`.
 pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> Vec<Explanation> {
     let dry = DryRun {
-        live: net.pipeline.table(),
+        live: net.pipeline.table().map(|t| &**t),
         max_learned: net.max_learned,
         taught: RefCell::new(HashMap::new()),
         new: Cell::new(0),
-        quota: Some(net.pipeline.table().quota_of(in_port)).filter(|&q| q != 0),
+        quota: net.pipeline.table().map(|t| t.quota_of(in_port)).filter(|&q| q != 0),
     };
     let name = |id: PortId| match id {
         GATEWAY_PORT => "gateway".to_string(),
@@ -164,21 +166,30 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
                 ),
                 step("parse", describe(data)),
             ];
-            let f = RxFrame::new(VnetHdr::default(), data, None);
+            // As the kernel hands a tagged frame over: its 802.1Q tag taken out.
+            let (untagged, tag) = match data.get(12..16) {
+                Some(t) if t[..2] == [0x81, 0x00] => {
+                    ([&data[..12], &data[16..]].concat(), Some([t[0], t[1], t[2], t[3]]))
+                }
+                _ => (data.clone(), None),
+            };
+            let f = RxFrame::new(VnetHdr::default(), &untagged, tag);
             let cx = FrameCx { frame: &f, in_port, max_frame: inp.max_frame, now };
             let mut rec = Recorder::default();
             // A NAT of its own: explain shows what a first packet would do, and keeps nothing.
             let mut nat = Nat::new(1024..=65535, 16);
             let action = net.pipeline.run_with(&dry, &env, &mut nat, &cx, &mut rec);
             let mut sink = DrySink { ports: &net.ports, sent: vec![], dropped: vec![], gateway: false };
-            egress::run(action, &cx, &members, &mut sink, &mut rec);
+            let out = net.pipeline.egress_view(&f, in_port);
+            let out_cx = FrameCx { frame: &out, ..cx };
+            egress::run(action, &out_cx, net.pipeline.members(action, &members), &mut sink, &mut rec);
             steps.extend(rec.0.iter().map(|&(stage, note)| step(stage, say(note, &name, data.len(), &inp.name))));
             let ports: Vec<String> = sink.sent.iter().map(|&p| name(p)).collect();
             let outcome = match action {
                 Action::Drop(why) => dropped(why, ports),
                 _ if ports.is_empty() && !sink.dropped.is_empty() => dropped(sink.dropped[0], ports),
                 Action::Port(_) => Outcome { action: "forward".into(), ports, reason: None },
-                Action::Flood => Outcome { action: "flood".into(), ports, reason: None },
+                Action::Flood | Action::Group(..) => Outcome { action: "flood".into(), ports, reason: None },
                 Action::Gateway => Outcome { action: "gateway".into(), ports: vec!["gateway".into()], reason: None },
                 Action::Routed(..) => Outcome { action: "route".into(), ports, reason: None },
             };
@@ -318,7 +329,7 @@ mod tests {
     fn explains_flood_then_learned_unicast_without_touching_the_table() {
         let p = bridge(None);
         let r = Routes::default();
-        let t = p.table();
+        let t = p.table().unwrap();
         t.learn(B.parse().unwrap(), 2, 0);
         let e = explain(&net(&p, &r), 1, &[frame("ff:ff:ff:ff:ff:ff", A), frame(B, A), frame(A, B)], 0);
         assert_eq!(e[0].outcome.action, "flood");

@@ -291,6 +291,9 @@ pub struct NetworkDetail {
     /// The embedded DNS's counters (none on the uplink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::dns::DnsCounters>,
+    /// A macvlan network's parent is attached (false: missing, waited for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_attached: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

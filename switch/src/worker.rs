@@ -43,6 +43,12 @@ pub enum Cmd {
     RemoveNetwork {
         net: NetId,
     },
+    /// A network's pipeline rebuilt (a macvlan parent's dispatch table, after an endpoint
+    /// came or went); its ports stay.
+    SetPipeline {
+        net: NetId,
+        pipeline: Pipeline,
+    },
     /// Every network's subnets, for the gateway stage.
     SetRoutes(Arc<Routes>),
     AddPort(NewPort),
@@ -278,6 +284,11 @@ impl Worker {
                 }
                 self.nets[i] = Some(LocalNet { pipeline, members: Vec::new(), gateway });
             }
+            Cmd::SetPipeline { net, pipeline } => {
+                if let Some(Some(n)) = self.nets.get_mut(net as usize) {
+                    n.pipeline = pipeline;
+                }
+            }
             Cmd::RemoveNetwork { net } => {
                 if let Some(n) = self.nets.get_mut(net as usize) {
                     *n = None;
@@ -470,7 +481,7 @@ impl Worker {
                         c.drop(why);
                     }
                 }
-                egress::run(action, &cx, &net.members, &mut out, &mut NoObserve);
+                egress::run(action, &cx, net.pipeline.members(action, &net.members), &mut out, &mut NoObserve);
                 to_services += out.defer();
                 if !touched.contains(&p.net) {
                     touched.push(p.net);
@@ -546,8 +557,9 @@ fn send(net: &LocalNet, batch: &[RxFrame], in_id: PortId, max_frame: usize, acti
     }
     let now = clock::now();
     for (f, &a) in batch.iter().zip(actions.iter()) {
-        let cx = FrameCx { frame: f, in_port: in_id, max_frame, now };
-        egress::run(a, &cx, &net.members, out, &mut NoObserve);
+        let f = net.pipeline.egress_view(f, in_id);
+        let cx = FrameCx { frame: &f, in_port: in_id, max_frame, now };
+        egress::run(a, &cx, net.pipeline.members(a, &net.members), out, &mut NoObserve);
     }
 }
 
@@ -558,6 +570,7 @@ struct Out<'a> {
     worker: usize,
     services: &'a Link,
     net_id: NetId,
+    pipeline: &'a Pipeline,
     gateway: Option<&'a PortShared>,
     /// The route stage's edits of this batch.
     nat: &'a Nat,
@@ -574,7 +587,7 @@ impl<'a> Out<'a> {
         net: &'a LocalNet,
         nat: &'a Nat,
     ) -> Out<'a> {
-        Out { tx, worker, services, net_id, gateway: net.gateway.as_deref(), nat, to_services: 0 }
+        Out { tx, worker, services, net_id, pipeline: &net.pipeline, gateway: net.gateway.as_deref(), nat, to_services: 0 }
     }
 
     /// End of batch: push out what it queued on each member port (and the ports it routed
@@ -620,6 +633,13 @@ impl Sink for Out<'_> {
 
     #[inline]
     fn send(&mut self, out: PortId, f: &RxFrame) {
+        let untagged;
+        let f = if f.tag.is_some() && self.pipeline.untags(out) {
+            untagged = f.with_tag(None);
+            &untagged
+        } else {
+            f
+        };
         let Some(p) = self.tx.ports.get_mut(out as usize).and_then(Option::as_mut) else { return };
         let c = p.shared.stats.worker(self.worker);
         match f.transmit(&mut p.queue) {

@@ -798,7 +798,6 @@ fn print_explanation(e: &Explanation) {
 
 fn print_detail(d: &NetworkDetail) {
     let n = &d.network;
-    let b = n.bridge();
     println!("Name:        {}", n.name);
     println!("ID:          {}", n.id);
     println!("Driver:      {}{}", n.driver_name(), if n.internal { " (internal: no way out)" } else { "" });
@@ -808,15 +807,33 @@ fn print_detail(d: &NetworkDetail) {
             println!("  reserved:  {ip} ({name})");
         }
     }
-    println!("Gateway MAC: {}", b.gateway_mac);
-    println!("MTU:         {}", b.mtu);
-    println!("Aging time:  {} s", b.aging_secs);
-    println!(
-        "MACs:        {} learned (cap {}, {} not learned over the cap)",
-        d.learned_macs, b.max_learned, d.not_learned_over_cap
-    );
-    if let Some(q) = b.max_learned_per_port {
-        println!("Port quota:  {q} MACs per port ({} frames dropped over it)", d.dropped_over_port_quota);
+    println!("MTU:         {}", n.mtu());
+    if let Some(m) = n.macvlan() {
+        let state = match d.parent_attached {
+            Some(true) => "attached",
+            Some(false) => "missing: waiting for it",
+            None => "",
+        };
+        match (&m.parent, m.vlan) {
+            (Some(p), Some(v)) => println!("Parent:      {p}, VLAN {v} ({state})"),
+            (Some(p), None) => println!("Parent:      {p} ({state})"),
+            (None, _) => println!("Parent:      none (endpoints reach only each other)"),
+        }
+        println!("Mode:        {}", m.mode.name());
+        if let Some(h) = &m.host_port {
+            println!("Host port:   {} (switch end {})", h.name, h.port);
+        }
+    }
+    if let Some(b) = n.bridge() {
+        println!("Gateway MAC: {}", b.gateway_mac);
+        println!("Aging time:  {} s", b.aging_secs);
+        println!(
+            "MACs:        {} learned (cap {}, {} not learned over the cap)",
+            d.learned_macs, b.max_learned, d.not_learned_over_cap
+        );
+        if let Some(q) = b.max_learned_per_port {
+            println!("Port quota:  {q} MACs per port ({} frames dropped over it)", d.dropped_over_port_quota);
+        }
     }
     println!("Endpoints:");
     if n.endpoints.is_empty() {

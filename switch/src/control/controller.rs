@@ -64,6 +64,13 @@ struct LivePort {
     steer: Option<Steer>,
 }
 
+/// One macvlan parent's data plane (see `macvlan.rs`).
+struct LiveParent {
+    id: NetId,
+    /// What its dispatch table was built from, to rebuild only on a change.
+    built: Option<macvlan::Plan>,
+}
+
 struct Steer {
     fd: std::os::fd::OwnedFd,
     pin: Option<usize>,
@@ -83,6 +90,8 @@ enum Step {
     AddNetwork(String),
     RemoveNetwork(String),
     AttachPort(Box<NewPort>),
+    /// A macvlan parent interface opened for its first network.
+    AttachParent(Box<NewPort>),
     DetachPort(String),
     DeleteLink(String),
     DeleteNetns(String),
@@ -110,6 +119,8 @@ pub struct Controller {
     dp: Dataplane,
     sys: Box<dyn System>,
     nets: HashMap<String, LiveNet>,
+    /// Macvlan parents by group (`macvlan::group_of`): the networks sharing one parent.
+    parents: HashMap<String, LiveParent>,
     ports: HashMap<String, LivePort>,
     traces: Vec<Arc<Tracer>>,
     /// Where the search for a free port id starts.
@@ -171,6 +182,7 @@ impl Controller {
             dp,
             sys,
             nets: HashMap::new(),
+            parents: HashMap::new(),
             ports: HashMap::new(),
             traces: Vec::new(),
             next_port_id: 1,
@@ -290,14 +302,19 @@ impl Controller {
         out
     }
 
-    fn add_live_net(&mut self, net: &Network) {
-        // In turn, not lowest-free first: a new network never takes over an id whose frames
-        // (a gateway's replies, a trace) may still be in flight.
-        let in_use = |i: NetId| self.nets.values().any(|n| n.id == i);
+    /// A data-plane network id nothing uses. In turn, not lowest-free first: a new network
+    /// never takes over an id whose frames (a gateway's replies, a trace) may be in flight.
+    fn free_net_id(&mut self) -> NetId {
+        let in_use = |i: NetId| self.nets.values().any(|n| n.id == i) || self.parents.values().any(|p| p.id == i);
         let id =
             (0..=NetId::MAX).map(|k| self.next_net_id.wrapping_add(k)).find(|&i| !in_use(i)).expect("65536 networks");
         self.next_net_id = id.wrapping_add(1);
-        let b = net.bridge();
+        id
+    }
+
+    fn add_live_net(&mut self, net: &Network) {
+        let Some(b) = net.bridge() else { return self.add_live_macvlan(net) };
+        let id = self.free_net_id();
         let table = Arc::new(MacTable::new(b.max_learned));
         table.add_static(b.gateway_mac, GATEWAY_PORT).expect("an empty table has room");
         let v4 = net.subnet_v4().filter(|_| !b.inhibit_ipv4).and_then(|s| match s.gateway {
@@ -329,31 +346,36 @@ impl Controller {
     /// Every network's subnets (the gateway stage tells another network from outside), how
     /// to reach each network's endpoints, and the uplink (the route stage).
     fn publish_routes(&self) {
-        let live: Vec<(&Network, &LiveNet)> =
-            self.st.networks.iter().filter_map(|n| Some((n, self.nets.get(&n.name)?))).collect();
-        let subnets = live.iter().flat_map(|(n, l)| n.ipam.iter().map(move |s| (s.subnet, l.id))).collect();
+        // Macvlan networks are the LAN's: the switch routes nothing to or from them.
+        let live: Vec<(&Network, &LiveNet, &BridgeOptions)> = self
+            .st
+            .networks
+            .iter()
+            .filter_map(|n| Some((n, self.nets.get(&n.name)?, n.bridge()?)))
+            .collect();
+        let subnets = live.iter().flat_map(|(n, l, _)| n.ipam.iter().map(move |s| (s.subnet, l.id))).collect();
         let nets = live
             .iter()
-            .map(|(n, l)| {
+            .filter_map(|(n, l, b)| {
                 let neighbors = n
                     .endpoints
                     .iter()
                     .filter_map(|e| Some((e.ipv4?, (e.mac, self.ports.get(&e.name).map(|p| p.id)))))
                     .collect();
                 let r = NetRoute {
-                    gateway_mac: n.bridge().gateway_mac,
+                    gateway_mac: b.gateway_mac,
                     internal: n.internal,
                     neighbors,
-                    table: l.pipeline.table().clone(),
+                    table: l.pipeline.table()?.clone(),
                 };
-                (l.id, r)
+                Some((l.id, r))
             })
             .collect();
-        let uplink = live.iter().find(|(n, _)| n.is_uplink()).and_then(|(n, l)| {
+        let uplink = live.iter().find(|(n, _, _)| n.is_uplink()).and_then(|(n, l, b)| {
             let port = self.ports.get(&n.endpoints.first()?.name)?.id;
             let IpAddr::V4(addr) = n.subnet_v4()?.gateway else { return None };
             let next_hop = self.next_hop.clone()?;
-            Some(UplinkRoute { net: l.id, port, mac: n.bridge().gateway_mac, addr, next_hop })
+            Some(UplinkRoute { net: l.id, port, mac: b.gateway_mac, addr, next_hop })
         });
         let published: Vec<(Proto, Option<Ipv4Addr>, u16, NatEndpoint)> = self
             .st
@@ -455,16 +477,19 @@ impl Controller {
         let shared = Arc::new(PortShared::new(self.dp.workers() + 1, opened.max_frame));
         let ifindex = opened.ifindex;
         let Some(net) = self.nets.get(&network) else { return };
-        // Port security: the endpoint's own quota, else the network's (0: none).
-        let quota = self.st.network(&network).map_or(0, |n| {
-            n.endpoint(&name).and_then(|e| e.max_learned).or(n.bridge().max_learned_per_port).unwrap_or(0)
-        });
-        net.pipeline.table().set_port_quota(id, quota);
-        // The port's static entries (on restore, and when a port is opened again under a
-        // new id after a fault).
-        for m in self.st.network(&network).iter().flat_map(|n| &n.static_macs).filter(|m| m.port == name) {
-            if let Err(e) = net.pipeline.table().add_static(m.mac, id) {
-                error!(network = %network, port = %name, "static entry not restored: {e}");
+        if let Some(table) = net.pipeline.table() {
+            // Port security: the endpoint's own quota, else the network's (0: none).
+            let quota = self.st.network(&network).map_or(0, |n| {
+                let net_quota = n.bridge().and_then(|b| b.max_learned_per_port);
+                n.endpoint(&name).and_then(|e| e.max_learned).or(net_quota).unwrap_or(0)
+            });
+            table.set_port_quota(id, quota);
+            // The port's static entries (on restore, and when a port is opened again under a
+            // new id after a fault).
+            for m in self.st.network(&network).iter().flat_map(|n| &n.static_macs).filter(|m| m.port == name) {
+                if let Err(e) = table.add_static(m.mac, id) {
+                    error!(network = %network, port = %name, "static entry not restored: {e}");
+                }
             }
         }
         self.dp.add_port(id, net.id, opened, &shared);
@@ -477,9 +502,9 @@ impl Controller {
         self.reopening.remove(name);
         if let Some(p) = self.ports.remove(name) {
             self.dp.remove_port(p.id);
-            if let Some(n) = self.nets.get(&p.network) {
-                n.pipeline.table().flush_port(p.id);
-                n.pipeline.table().set_port_quota(p.id, 0);
+            if let Some(t) = self.nets.get(&p.network).and_then(|n| n.pipeline.table()) {
+                t.flush_port(p.id);
+                t.set_port_quota(p.id, 0);
             }
             info!(network = %p.network, port = name, "port detached");
         }
@@ -513,8 +538,13 @@ impl Controller {
                     }
                 }
                 Step::RemoveNetwork(name) => {
+                    // A macvlan network's data plane is its parent's: `sync_parents` removes
+                    // it with the parent's last network.
+                    let shared = self.parents.values().any(|p| self.nets.get(&name).is_some_and(|n| n.id == p.id));
                     if let Some(n) = self.nets.remove(&name) {
-                        self.dp.remove_network(n.id);
+                        if !shared {
+                            self.dp.remove_network(n.id);
+                        }
                         self.publish_routes();
                     }
                     info!(network = %name, "network removed");
@@ -529,6 +559,7 @@ impl Controller {
                         self.dp.announce(l.id);
                     }
                 }
+                Step::AttachParent(p) => self.attach_parent(*p),
                 Step::DetachPort(name) => self.detach(&name),
                 Step::DeleteLink(name) => {
                     if let Err(e) = self.sys.delete_link(&name) {
@@ -541,6 +572,7 @@ impl Controller {
         }
         // Endpoints, their addresses and the uplink's port may have changed.
         self.publish_routes();
+        self.sync_parents();
     }
 
     fn undo(&mut self, undo: Vec<Undo>) {
@@ -643,7 +675,8 @@ impl Controller {
         }
         match c.driver.as_deref().unwrap_or("bridge") {
             "bridge" => {}
-            d @ ("macvlan" | "overlay") => return Err(Error::DriverNotYet(d.into())),
+            "macvlan" => return self.create_macvlan(c),
+            d @ "overlay" => return Err(Error::DriverNotYet(d.into())),
             d => return Err(Error::UnknownDriver(d.into())),
         }
         let mut mtu = DEFAULT_MTU;
@@ -726,12 +759,14 @@ impl Controller {
 
     fn detail(&self, n: &Network) -> Result<NetworkDetail> {
         let t = self.live(&n.name)?.pipeline.table();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(NetworkDetail {
             network: n.clone(),
-            learned_macs: t.learned(),
-            not_learned_over_cap: t.over_limit.load(std::sync::atomic::Ordering::Relaxed),
-            dropped_over_port_quota: t.over_quota.load(std::sync::atomic::Ordering::Relaxed),
+            learned_macs: t.map_or(0, |t| t.learned()),
+            not_learned_over_cap: t.map_or(0, |t| load(&t.over_limit)),
+            dropped_over_port_quota: t.map_or(0, |t| load(&t.over_quota)),
             dns: self.live(&n.name)?.dns.as_ref().map(|d| d.read()),
+            parent_attached: self.parent_attached(n),
         })
     }
 
@@ -747,8 +782,10 @@ impl Controller {
         for name in names {
             self.not_the_uplink(name, "remove (use `vswitch uplink rm`)")?;
             let n = self.network(name)?;
-            if !n.endpoints.is_empty() {
-                let ports: Vec<_> = n.endpoints.iter().map(|e| e.name.as_str()).collect();
+            // A macvlan network's host port goes with it.
+            let ports: Vec<_> =
+                n.endpoints.iter().map(|e| e.name.as_str()).filter(|&e| macvlan::host_port_of(n) != Some(e)).collect();
+            if !ports.is_empty() {
                 return Err(Error::NetworkInUse { name: name.clone(), ports: ports.join(", ") });
             }
         }
@@ -761,7 +798,7 @@ impl Controller {
             .st
             .networks
             .iter()
-            .filter(|n| n.endpoints.is_empty() && !n.is_uplink())
+            .filter(|n| n.endpoints.iter().all(|e| macvlan::host_port_of(n) == Some(e.name.as_str())) && !n.is_uplink())
             .map(|n| n.name.clone())
             .collect();
         if !names.is_empty() {
@@ -772,6 +809,12 @@ impl Controller {
 
     fn remove_networks(&mut self, names: &[String]) -> Result<()> {
         self.transact(|_, tx| {
+            for n in tx.next.networks.iter().filter(|n| names.contains(&n.name)) {
+                if let Some(h) = macvlan::host_port_of(n) {
+                    tx.then.push(Step::DetachPort(h.into()));
+                    tx.then.push(Step::DeleteLink(h.into()));
+                }
+            }
             tx.next.networks.retain(|n| !names.contains(&n.name));
             tx.then.extend(names.iter().map(|n| Step::RemoveNetwork(n.clone())));
             Ok(())
@@ -858,7 +901,7 @@ impl Controller {
             net.endpoints.push(Endpoint {
                 name: iface.into(),
                 kind: PortKind::Uplink,
-                mac: net.bridge().gateway_mac,
+                mac: net.bridge().map(|b| b.gateway_mac).expect("the uplink is a bridge network"),
                 ipv4: Some(host),
                 ipv6: None,
                 created_tap: false,
@@ -883,12 +926,14 @@ impl Controller {
 
     fn uplink_show(&self) -> Result<Value> {
         let Some(n) = self.st.network(UPLINK).filter(|n| n.is_uplink()) else { return Ok(Value::Null) };
-        let (Some(s), Some(ep)) = (n.subnet_v4(), n.endpoints.first()) else { return Ok(Value::Null) };
+        let (Some(s), Some(ep), Some(b)) = (n.subnet_v4(), n.endpoints.first(), n.bridge()) else {
+            return Ok(Value::Null);
+        };
         json(UplinkView {
             interface: ep.name.clone(),
             address: format!("{}/{}", s.gateway, s.subnet.prefix_len()),
-            gateway: n.bridge().uplink.as_ref().and_then(|u| u.next_hop),
-            mac: n.bridge().gateway_mac,
+            gateway: b.uplink.as_ref().and_then(|u| u.next_hop),
+            mac: b.gateway_mac,
         })
     }
 
@@ -950,6 +995,12 @@ impl Controller {
     ) -> Result<Vec<PublishedPort>> {
         if specs.is_empty() {
             return Ok(vec![]);
+        }
+        if st.network(network).is_some_and(|n| n.macvlan().is_some()) {
+            return Err(Error::invalid(format!(
+                "-p publishes through the switch's NAT; an endpoint of macvlan network {network} is on the LAN \
+                 with an address of its own: reach it there"
+            )));
         }
         let uplink = st.network(UPLINK).filter(|n| n.is_uplink()).and_then(|n| n.subnet_v4()).map(|s| s.gateway);
         let Some(IpAddr::V4(outside)) = uplink else {
@@ -1040,6 +1091,9 @@ impl Controller {
         check_ifname(iface).map_err(Error::Invalid)?;
         if let Some(other) = self.st.attached(iface) {
             return Err(Error::AlreadyAttached { iface: iface.into(), network: other.name.clone() });
+        }
+        if let Some(other) = macvlan::parent_user(&self.st, iface) {
+            return Err(Error::AlreadyAttached { iface: iface.into(), network: format!("{other} (its macvlan parent)") });
         }
         if !o.aliases.is_empty() {
             return Err(Error::invalid("--alias names an endpoint in a namespace: use it with --netns"));
@@ -1220,7 +1274,7 @@ impl Controller {
             netns: &netns,
             ifname: &ifname,
             mac,
-            mtu: net.bridge().mtu,
+            mtu: net.mtu(),
             ipv4: ipv4.map(|a| (a, prefix(false))),
             ipv6: ipv6.map(|a| (a, prefix(true))),
             gateway4: gw(false).and_then(|g| match g {
@@ -1490,13 +1544,14 @@ impl Controller {
     }
 
     fn fdb(&self, network: &str) -> Result<Value> {
-        self.network(network)?;
+        let net = self.network(network)?;
+        if net.macvlan().is_some() {
+            return json(macvlan::fdb(net));
+        }
         let names = self.port_names();
         let now = clock::now();
         let v: Vec<FdbEntry> = self
-            .live(network)?
-            .pipeline
-            .table()
+            .bridge_table(network)?
             .entries()
             .into_iter()
             .map(|e| FdbEntry {
@@ -1517,11 +1572,11 @@ impl Controller {
         if mac.is_multicast() {
             return Err(Error::invalid(format!("{mac} is a group address; static entries take a unicast MAC")));
         }
-        if mac == net.bridge().gateway_mac {
+        if net.bridge().is_some_and(|b| mac == b.gateway_mac) {
             return Err(Error::invalid(format!("{mac} is the network's gateway")));
         }
         let id = self.ports.get(port).ok_or_else(|| Error::NoPort(port.into()))?.id;
-        let table = self.live(network)?.pipeline.table().clone();
+        let table = self.bridge_table(network)?;
         if !table.has_room_for_static(mac) {
             return Err(Error::invalid(crate::fdb::NoRoom(mac).to_string()));
         }
@@ -1541,10 +1596,10 @@ impl Controller {
 
     fn fdb_del(&mut self, network: &str, mac: MacAddr) -> Result<Value> {
         let net = self.network(network)?;
-        if mac == net.bridge().gateway_mac {
+        if net.bridge().is_some_and(|b| mac == b.gateway_mac) {
             return Err(Error::invalid(format!("{mac} is the network's gateway: it stays")));
         }
-        let table = self.live(network)?.pipeline.table().clone();
+        let table = self.bridge_table(network)?;
         let is_static = net.static_macs.iter().any(|m| m.mac == mac);
         if !is_static && table.lookup(mac).is_none() {
             return Err(Error::invalid(format!("no entry for {mac} in network {network}")));
@@ -1574,7 +1629,7 @@ impl Controller {
             .collect();
         // Each network's gateway counts as a port: frames to it and its replies, and what a
         // flood of requests to it cost (gateway_busy).
-        v.extend(self.nets.iter().map(|(name, n)| PortStatsView {
+        v.extend(self.nets.iter().filter(|(_, n)| n.pipeline.gateway().is_some()).map(|(name, n)| PortStatsView {
             port: "gateway".into(),
             network: name.clone(),
             kind: "gateway".into(),
@@ -1613,6 +1668,13 @@ impl Controller {
             None => None,
         };
         let (select, mut names) = match &r.network {
+            Some(n) if r.ports.is_empty() && self.network(n)?.macvlan().is_some() => {
+                // Its data plane is shared with the parent's other networks: by port.
+                let mut names: Vec<String> = self.network(n)?.endpoints.iter().map(|e| e.name.clone()).collect();
+                names.extend(self.network(n)?.macvlan().and_then(|m| m.parent.clone()));
+                let ids = names.iter().filter_map(|p| Some(self.ports.get(p)?.id)).collect();
+                (Select::Ports(ids), names)
+            }
             Some(n) if r.ports.is_empty() => {
                 let names = self.network(n)?.endpoints.iter().map(|e| e.name.clone()).collect();
                 (Select::Network(self.live(n)?.id), names)
@@ -1637,8 +1699,9 @@ impl Controller {
 
     fn explain(&self, r: &ExplainRequest) -> Result<Value> {
         let n = self.network(&r.network)?;
+        let parent = n.macvlan().and_then(|m| m.parent.as_deref());
         let in_port = match self.ports.get(&r.in_port) {
-            Some(p) if p.network == r.network => p.id,
+            Some(p) if p.network == r.network || parent == Some(r.in_port.as_str()) => p.id,
             Some(p) => {
                 return Err(Error::PortElsewhere {
                     port: r.in_port.clone(),
@@ -1664,8 +1727,10 @@ impl Controller {
         let ports = n
             .endpoints
             .iter()
-            .filter_map(|e| self.ports.get(&e.name).map(|p| (e, p)))
-            .map(|(e, p)| PortView { id: p.id, name: e.name.clone(), max_frame: p.shared.max_frame() })
+            .map(|e| e.name.as_str())
+            .chain(parent)
+            .filter_map(|e| self.ports.get(e).map(|p| (e, p)))
+            .map(|(e, p)| PortView { id: p.id, name: e.into(), max_frame: p.shared.max_frame() })
             .collect();
         let routes = Routes::new(
             self.st
@@ -1679,7 +1744,7 @@ impl Controller {
             name: &n.name,
             pipeline: &self.live(&n.name)?.pipeline,
             routes: &routes,
-            max_learned: n.bridge().max_learned,
+            max_learned: n.bridge().map_or(0, |b| b.max_learned),
             ports,
         };
         json(explain::explain(&view, in_port, &frames, clock::now()))
@@ -1721,14 +1786,17 @@ impl Controller {
         // read them all every second. Entries live at most an eighth longer than asked.
         let now = clock::now();
         for n in &self.st.networks {
-            let aging = n.bridge().aging_secs;
+            let Some(aging) = n.bridge().map(|b| b.aging_secs) else { continue };
             if let Some(l) = self.nets.get_mut(&n.name) {
-                if now >= l.next_sweep && l.pipeline.table().learned() > 0 {
-                    l.pipeline.table().age(now, aging);
+                let Some(table) = l.pipeline.table() else { continue };
+                if now >= l.next_sweep && table.learned() > 0 {
+                    table.age(now, aging);
                     l.next_sweep = now + (aging / 8).clamp(1, 30);
                 }
             }
         }
+        // A macvlan parent that went away is attached again when it is back.
+        self.sync_parents();
     }
 
     /// Every port of the state with the interface index it is bound to: those open, and
@@ -1845,7 +1913,13 @@ impl Controller {
     }
 
     fn remove_faulted(&mut self, name: &str, why: &str) {
-        let Some(network) = self.st.attached(name).map(|n| n.name.clone()) else { return self.detach(name) };
+        let Some(network) = self.st.attached(name).map(|n| n.name.clone()) else {
+            if macvlan::parent_user(&self.st, name).is_some() {
+                warn!(parent = name, "macvlan parent lost ({why}): its networks wait for it to come back");
+            }
+            self.detach(name);
+            return self.sync_parents();
+        };
         let sandbox = self.st.network(&network).and_then(|n| n.endpoint(name)).and_then(|e| e.sandbox.clone());
         match &sandbox {
             Some(s) => warn!(network = %network, port = name, sandbox = %s.sandbox,
@@ -1888,7 +1962,9 @@ fn dns_server(n: &Network) -> Option<IpAddr> {
     if n.is_uplink() {
         return None;
     }
-    let v4 = n.subnet_v4().filter(|_| !n.bridge().inhibit_ipv4).map(|s| s.gateway);
+    // A macvlan network's gateway is the LAN's router: no DNS of ours there.
+    let b = n.bridge()?;
+    let v4 = n.subnet_v4().filter(|_| !b.inhibit_ipv4).map(|s| s.gateway);
     v4.or_else(|| n.subnet_v6().map(|s| s.gateway))
 }
 
@@ -1948,7 +2024,7 @@ fn endpoint_mac(
         Some(m) => m,
         None => ipam::mac_for(v4, v6),
     };
-    if m == net.bridge().gateway_mac {
+    if net.bridge().is_some_and(|b| m == b.gateway_mac) {
         return Err(Error::invalid(format!("MAC {m} is network {}'s gateway", net.name)));
     }
     if let Some(e) = net.endpoints.iter().find(|e| e.mac == m) {
@@ -1971,5 +2047,6 @@ fn default_sandbox_name(arg: &str, path: &std::path::Path) -> String {
 }
 
 pub mod docker;
+mod macvlan;
 #[cfg(test)]
 mod tests;

@@ -15,9 +15,9 @@ pub enum Error {
     BadNetworkName(String),
     #[error("network {name} still has ports: {ports}; disconnect them first (vswitch network disconnect {name} PORT)")]
     NetworkInUse { name: String, ports: String },
-    #[error("the {0} driver is not available yet; use --driver bridge")]
+    #[error("the {0} driver is not available yet; use --driver bridge or macvlan")]
     DriverNotYet(String),
-    #[error("unknown driver '{0}' (drivers: bridge)")]
+    #[error("unknown driver '{0}' (drivers: bridge, macvlan)")]
     UnknownDriver(String),
 
     #[error("no port named '{0}' (see: vswitch stats)")]

@@ -117,13 +117,13 @@ mod tests {
             (s.subnet.to_string(), s.gateway.to_string(), s.ip_range.to_string()),
             ("10.91.0.0/24".into(), "10.91.0.1".into(), "10.91.0.128/25".into())
         );
-        assert_eq!((blue.bridge().aging_secs, blue.bridge().max_learned, blue.bridge().mtu), (120, 5000, 1500));
+        assert_eq!((blue.bridge().unwrap().aging_secs, blue.bridge().unwrap().max_learned, blue.bridge().unwrap().mtu), (120, 5000, 1500));
         assert_eq!(blue.endpoints.len(), 2);
         assert_eq!(blue.endpoints[1].ipv4, Some("10.91.0.200".parse().unwrap()));
         assert!(blue.endpoints[1].created_tap);
         assert_eq!(blue.static_macs[0].port, "v1fixt1");
         assert_eq!(st.network("green").unwrap().endpoints.len(), 0);
-        assert_ne!(blue.bridge().gateway_mac, st.network("green").unwrap().bridge().gateway_mac);
+        assert_ne!(blue.bridge().unwrap().gateway_mac, st.network("green").unwrap().bridge().unwrap().gateway_mac);
     }
 
     #[test]

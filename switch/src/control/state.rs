@@ -74,6 +74,37 @@ pub struct Subnet {
 #[serde(rename_all = "lowercase")]
 pub enum DriverOptions {
     Bridge(BridgeOptions),
+    Macvlan(MacvlanOptions),
+}
+
+/// A macvlan network: endpoints with their own MACs on a parent interface (or, with no
+/// parent, only on each other: an internal network). The gateway is the LAN's router.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MacvlanOptions {
+    /// The interface the network's frames leave and arrive by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The 802.1Q VLAN the switch tags and untags on the parent (`-o parent=eth1.50`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    pub mode: MacvlanMode,
+    /// The MTU of the endpoints' interfaces (the parent's by default).
+    pub mtu: u32,
+    /// The daemon's own interface onto the network (`-o host_port=NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<HostPort>,
+}
+
+pub use crate::pipeline::dispatch::Mode as MacvlanMode;
+
+/// An interface in the daemon's namespace, with an address of the network, through which
+/// the host's own stack reaches the endpoints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HostPort {
+    /// Its name in the daemon's namespace.
+    pub name: String,
+    /// The switch's end of its veth pair: an endpoint of the network.
+    pub port: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -253,17 +284,35 @@ impl Network {
         match &self.driver {
             DriverOptions::Bridge(b) if b.uplink.is_some() => "uplink",
             DriverOptions::Bridge(_) => "bridge",
+            DriverOptions::Macvlan(_) => "macvlan",
         }
     }
 
     /// The switch's outside, not a network endpoints join.
     pub fn is_uplink(&self) -> bool {
-        self.bridge().uplink.is_some()
+        self.bridge().is_some_and(|b| b.uplink.is_some())
     }
 
-    pub fn bridge(&self) -> &BridgeOptions {
+    /// A bridge network's options (the uplink is one too).
+    pub fn bridge(&self) -> Option<&BridgeOptions> {
         match &self.driver {
-            DriverOptions::Bridge(b) => b,
+            DriverOptions::Bridge(b) => Some(b),
+            DriverOptions::Macvlan(_) => None,
+        }
+    }
+
+    pub fn macvlan(&self) -> Option<&MacvlanOptions> {
+        match &self.driver {
+            DriverOptions::Macvlan(m) => Some(m),
+            DriverOptions::Bridge(_) => None,
+        }
+    }
+
+    /// The MTU of the endpoints' interfaces.
+    pub fn mtu(&self) -> u32 {
+        match &self.driver {
+            DriverOptions::Bridge(b) => b.mtu,
+            DriverOptions::Macvlan(m) => m.mtu,
         }
     }
 
@@ -334,18 +383,29 @@ impl State {
             if n.id.is_empty() || !n.id.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!("network {} has id '{}', not a hex id", n.name, n.id));
             }
-            let b = n.bridge();
-            if b.aging_secs == 0 {
-                return Err(format!("network {}: aging_secs is 0 (at least 1)", n.name));
+            if !(68..=65535).contains(&n.mtu()) {
+                return Err(format!("network {}: mtu is {} (68 to 65535)", n.name, n.mtu()));
             }
-            if !(1..=1 << 24).contains(&b.max_learned) {
-                return Err(format!("network {}: max_learned is {} (1 to 16777216)", n.name, b.max_learned));
-            }
-            if !(68..=65535).contains(&b.mtu) {
-                return Err(format!("network {}: mtu is {} (68 to 65535)", n.name, b.mtu));
-            }
-            if b.max_learned_per_port == Some(0) || b.gateway_mac.is_multicast() {
-                return Err(format!("network {}: max_learned_per_port 0 or a group gateway MAC", n.name));
+            match &n.driver {
+                DriverOptions::Bridge(b) => {
+                    if b.aging_secs == 0 {
+                        return Err(format!("network {}: aging_secs is 0 (at least 1)", n.name));
+                    }
+                    if !(1..=1 << 24).contains(&b.max_learned) {
+                        return Err(format!("network {}: max_learned is {} (1 to 16777216)", n.name, b.max_learned));
+                    }
+                    if b.max_learned_per_port == Some(0) || b.gateway_mac.is_multicast() {
+                        return Err(format!("network {}: max_learned_per_port 0 or a group gateway MAC", n.name));
+                    }
+                }
+                DriverOptions::Macvlan(m) => {
+                    if m.vlan.is_some_and(|v| !(1..=4094).contains(&v)) || (m.vlan.is_some() && m.parent.is_none()) {
+                        return Err(format!("network {}: a VLAN from 1 to 4094, on a parent", n.name));
+                    }
+                    if m.parent.as_deref().is_some_and(|p| crate::netdev::check_ifname(p).is_err()) {
+                        return Err(format!("network {}: the parent is not an interface name", n.name));
+                    }
+                }
             }
             let mut families = std::collections::HashSet::new();
             for sub in &n.ipam {
@@ -595,11 +655,23 @@ pub(crate) mod tests {
         assert!(bad(&|s| s.networks.push(s.networks[0].clone())).contains("listed twice"));
         let opts = |s: &mut State| match &mut s.networks[0].driver {
             DriverOptions::Bridge(b) => b.max_learned = 1 << 40,
+            DriverOptions::Macvlan(_) => unreachable!("a bridge sample"),
         };
         assert!(bad(&opts).contains("max_learned"));
         let aging = |s: &mut State| match &mut s.networks[0].driver {
             DriverOptions::Bridge(b) => b.aging_secs = 0,
+            DriverOptions::Macvlan(_) => unreachable!("a bridge sample"),
         };
+        let vlan = |s: &mut State| {
+            s.networks[0].driver = DriverOptions::Macvlan(MacvlanOptions {
+                parent: None,
+                vlan: Some(50),
+                mode: MacvlanMode::Bridge,
+                mtu: 1500,
+                host_port: None,
+            })
+        };
+        assert!(bad(&vlan).contains("VLAN"), "a VLAN needs a parent");
         assert!(bad(&aging).contains("aging_secs"));
         assert!(sample().validate().is_ok());
         let d = tempfile::tempdir().unwrap();

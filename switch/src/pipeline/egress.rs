@@ -36,6 +36,14 @@ pub fn run<S: Sink, O: Observe>(action: Action, cx: &FrameCx, members: &[PortId]
                 }
             }
         }
+        Action::Group(_, _, skip) => {
+            // `members` is the segment's list (`Pipeline::members`).
+            for &p in members {
+                if p != cx.in_port && p != skip {
+                    out(p, cx.frame, sink, obs);
+                }
+            }
+        }
         Action::Gateway => {
             obs.note(NAME, Note::ToServices);
             sink.to_gateway(cx.frame);

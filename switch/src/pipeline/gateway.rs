@@ -302,7 +302,7 @@ mod tests {
             ipv6: Some("fd00:1::1".parse().unwrap()),
         };
         let p = bridge(Some(gw));
-        p.table().add_static(GW_MAC.parse().unwrap(), GATEWAY_PORT).unwrap();
+        p.table().unwrap().add_static(GW_MAC.parse().unwrap(), GATEWAY_PORT).unwrap();
         let routes = Routes::new(vec![("10.1.0.0/16".parse().unwrap(), 1), ("10.2.0.0/16".parse().unwrap(), 2)]);
         (p, routes)
     }

@@ -36,9 +36,9 @@ mod tests {
     fn endpoints_reach_the_gateway_but_not_each_other() {
         let gw = Gateway { net: 1, mac: GW.parse().unwrap(), ipv4: Some("10.1.0.1".parse().unwrap()), ipv6: None };
         let p = bridge_with(Some(gw), false);
-        p.table().add_static(GW.parse().unwrap(), GATEWAY_PORT).unwrap();
+        p.table().unwrap().add_static(GW.parse().unwrap(), GATEWAY_PORT).unwrap();
         let r = Routes::new(vec![("10.1.0.0/16".parse().unwrap(), 1)]);
-        p.table().learn(B.parse().unwrap(), 2, 0);
+        p.table().unwrap().learn(B.parse().unwrap(), 2, 0);
         let (a, notes) = run(&p, &r, 1, &frame(B, A));
         assert_eq!(a, Action::Drop(DropReason::IccDenied));
         assert_eq!(notes.last(), Some(&(NAME, Note::Dropped(DropReason::IccDenied))));

@@ -20,6 +20,7 @@
 //! observing costs the data plane nothing.
 
 pub mod classify;
+pub mod dispatch;
 pub mod egress;
 pub mod gateway;
 pub mod icc;
@@ -48,6 +49,9 @@ pub enum Action {
     /// Routed out of a port of another network, with the worker's edit `.1` of this batch
     /// (new MACs, NAT) applied on the way (the route stage).
     Routed(PortId, u16),
+    /// Out of the ports of macvlan segment `.0` that `.1` names, but the ingress port and
+    /// `.2` (the endpoint that sent it, when a hairpin switch reflects its group frame).
+    Group(u16, dispatch::Reach, PortId),
     Drop(DropReason),
 }
 
@@ -92,6 +96,14 @@ pub enum DropReason {
     NatLimit,
     /// route: an endpoint to its own published port (not supported yet).
     HairpinSelf,
+    /// dispatch: from a macvlan parent, a VLAN (or untagged) no network on it has; from an
+    /// endpoint of a VLAN network, a frame that carries a tag of its own.
+    UnknownVlan,
+    /// dispatch: from a macvlan parent, unicast to a MAC no endpoint has.
+    UnknownMac,
+    /// dispatch: from a macvlan parent, an endpoint's own frame come back (a hairpin switch)
+    /// in bridge or private mode.
+    Reflected,
     /// egress: too big for the egress port's MTU.
     TooBigForEgress,
     /// egress: the egress port's transmit ring was full or the write failed.
@@ -99,7 +111,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::RxOverrun,
         DropReason::Runt,
         DropReason::Oversize,
@@ -117,6 +129,9 @@ impl DropReason {
         DropReason::NatNoSession,
         DropReason::NatLimit,
         DropReason::HairpinSelf,
+        DropReason::UnknownVlan,
+        DropReason::UnknownMac,
+        DropReason::Reflected,
         DropReason::TooBigForEgress,
         DropReason::TxError,
     ];
@@ -141,6 +156,9 @@ impl DropReason {
             DropReason::NatNoSession => "nat_no_session",
             DropReason::NatLimit => "nat_limit",
             DropReason::HairpinSelf => "hairpin_self",
+            DropReason::UnknownVlan => "unknown_vlan",
+            DropReason::UnknownMac => "unknown_mac",
+            DropReason::Reflected => "reflected",
             DropReason::TooBigForEgress => "too_big_for_egress",
             DropReason::TxError => "tx_error",
         }
@@ -160,6 +178,7 @@ impl DropReason {
             | DropReason::NatNoSession
             | DropReason::NatLimit
             | DropReason::HairpinSelf => route::NAME,
+            DropReason::UnknownVlan | DropReason::UnknownMac | DropReason::Reflected => dispatch::NAME,
             DropReason::TooBigForEgress | DropReason::TxError => egress::NAME,
         }
     }
@@ -249,6 +268,8 @@ pub struct FrameCx<'f, 'a> {
 pub enum Pipeline {
     /// A learning L2 switch with the switch's own gateway on it.
     Bridge(Bridge),
+    /// The macvlan networks of one parent interface: frames dispatched by MAC.
+    Macvlan(Arc<dispatch::Dispatch>),
 }
 
 #[derive(Clone)]
@@ -271,6 +292,7 @@ impl Pipeline {
     pub fn prefetch(&self, batch: &[RxFrame]) {
         match self {
             Pipeline::Bridge(b) => lookup::prefetch(&b.table, batch),
+            Pipeline::Macvlan(_) => {}
         }
     }
 
@@ -279,6 +301,7 @@ impl Pipeline {
     pub fn run<O: Observe>(&self, env: &Env, nat: &mut Nat, cx: &FrameCx, obs: &mut O) -> Action {
         match self {
             Pipeline::Bridge(b) => b.run(&*b.table, env, nat, cx, obs),
+            Pipeline::Macvlan(d) => macvlan(d, cx, obs),
         }
     }
 
@@ -293,19 +316,63 @@ impl Pipeline {
     ) -> Action {
         match self {
             Pipeline::Bridge(b) => b.run(table, env, nat, cx, obs),
+            Pipeline::Macvlan(d) => macvlan(d, cx, obs),
         }
     }
 
-    pub fn table(&self) -> &Arc<MacTable> {
+    /// The learning table (a bridge's; macvlan networks learn nothing).
+    pub fn table(&self) -> Option<&Arc<MacTable>> {
         match self {
-            Pipeline::Bridge(b) => &b.table,
+            Pipeline::Bridge(b) => Some(&b.table),
+            Pipeline::Macvlan(_) => None,
         }
     }
 
     pub fn gateway(&self) -> Option<&Gateway> {
         match self {
             Pipeline::Bridge(b) => b.gateway.as_ref(),
+            Pipeline::Macvlan(_) => None,
         }
+    }
+
+    /// The ports a flooding action goes to: the network's members, or a macvlan segment's.
+    #[inline]
+    pub fn members<'a>(&'a self, action: Action, all: &'a [PortId]) -> &'a [PortId] {
+        match (self, action) {
+            (Pipeline::Macvlan(d), Action::Group(seg, reach, _)) => d.group(seg, reach),
+            _ => all,
+        }
+    }
+
+    /// The frame as egress sends it: on a macvlan VLAN segment an endpoint's frame gets the
+    /// segment's tag (for the parent; `untags` takes it off for endpoints).
+    #[inline]
+    pub fn egress_view<'a>(&self, f: &RxFrame<'a>, in_port: PortId) -> RxFrame<'a> {
+        match self {
+            Pipeline::Bridge(_) => *f,
+            Pipeline::Macvlan(d) => d.tagged(f, in_port),
+        }
+    }
+
+    /// Whether frames out of `port` lose their VLAN tag (a macvlan endpoint: the tag belongs
+    /// to the parent's wire).
+    #[inline]
+    pub fn untags(&self, port: PortId) -> bool {
+        match self {
+            Pipeline::Bridge(_) => false,
+            Pipeline::Macvlan(d) => !d.is_parent(port),
+        }
+    }
+}
+
+#[inline]
+fn macvlan<O: Observe>(d: &dispatch::Dispatch, cx: &FrameCx, obs: &mut O) -> Action {
+    let mut steps = || -> ControlFlow<Action, Action> {
+        let eth = classify::run(cx, obs)?;
+        d.run(cx, &eth, obs)
+    };
+    match steps() {
+        ControlFlow::Break(a) | ControlFlow::Continue(a) => a,
     }
 }
 
@@ -416,7 +483,7 @@ mod tests {
             assert_eq!(a, Action::Drop(DropReason::BadSource), "{src}");
             assert_eq!(notes, [("classify", Note::Dropped(DropReason::BadSource))]);
         }
-        assert_eq!(p.table().learned(), 0);
+        assert_eq!(p.table().unwrap().learned(), 0);
     }
 
     #[test]
@@ -426,12 +493,13 @@ mod tests {
         let (a, notes) = run(&p, &r, 1, &frame("01:80:c2:00:00:00", A));
         assert_eq!(a, Action::Drop(DropReason::LinkLocal));
         assert_eq!(notes.last(), Some(&("lookup", Note::Dropped(DropReason::LinkLocal))));
-        assert_eq!(p.table().learned(), 1, "a link-local frame's source is learned, as the Linux bridge does");
+        assert_eq!(p.table().unwrap().learned(), 1, "a link-local frame's source is learned, as the Linux bridge does");
         let (a, notes) = run(&p, &r, 1, &[0u8; 10]);
         assert_eq!(a, Action::Drop(DropReason::Runt));
         assert_eq!(notes, [("classify", Note::Dropped(DropReason::Runt))]);
         for why in DropReason::ALL {
-            assert!(["port", "classify", "learn", "lookup", "gateway", "icc", "route", "egress"].contains(&why.stage()));
+            assert!(["port", "classify", "learn", "lookup", "gateway", "icc", "route", "dispatch", "egress"]
+                .contains(&why.stage()));
         }
     }
 }

@@ -278,16 +278,16 @@ mod tests {
         let gw = |net, mac: &str, ip| Gateway { net, mac: mac.parse().unwrap(), ipv4: Some(ip), ipv6: None };
         let inside = bridge(Some(gw(1, GW, Ipv4Addr::new(10, 1, 0, 1))));
         let outside = bridge(Some(gw(2, UP, Ipv4Addr::new(192, 0, 2, 10))));
-        inside.table().add_static(GW.parse().unwrap(), GATEWAY_PORT).unwrap();
-        outside.table().add_static(UP.parse().unwrap(), GATEWAY_PORT).unwrap();
-        inside.table().learn(E.parse().unwrap(), 1, 0);
-        inside.table().learn(C.parse().unwrap(), 3, 0);
+        inside.table().unwrap().add_static(GW.parse().unwrap(), GATEWAY_PORT).unwrap();
+        outside.table().unwrap().add_static(UP.parse().unwrap(), GATEWAY_PORT).unwrap();
+        inside.table().unwrap().learn(E.parse().unwrap(), 1, 0);
+        inside.table().unwrap().learn(C.parse().unwrap(), 3, 0);
         let hop = Arc::new(NextHop::new(Some(Ipv4Addr::new(192, 0, 2, 1))));
         let net = |p: &Pipeline, mac: &str, internal, neighbors| NetRoute {
             gateway_mac: mac.parse().unwrap(),
             internal,
             neighbors,
-            table: p.table().clone(),
+            table: p.table().unwrap().clone(),
         };
         let e = HashMap::from([
             (Ipv4Addr::new(10, 1, 0, 5), (E.parse().unwrap(), None)),

@@ -82,6 +82,12 @@ impl<'a> RxFrame<'a> {
         self.data
     }
 
+    /// The same frame with another VLAN tag (None: without one).
+    #[inline]
+    pub fn with_tag(&self, tag: Option<[u8; 4]>) -> RxFrame<'a> {
+        RxFrame { tag, ..*self }
+    }
+
     /// Length on the wire, VLAN tag included.
     #[inline]
     pub fn wire_len(&self) -> usize {

@@ -94,7 +94,7 @@ impl Controller {
             let n = tx.next.network(&network).expect("found above");
             let (ipv4, ipv6) = ipam::allocate(n, ipv4, ipv6)?;
             let mac = endpoint_mac(n, mac, ipv4, ipv6)?;
-            let mtu = n.bridge().mtu;
+            let mtu = n.mtu();
             let (host, peer) = (new_host_ifname(), format!("vp{}", random_hex(5)));
             let published =
                 c.plan_publish(&tx.next, &network, ipv4, publish, &format!("container {}", short_id(ep)))?;

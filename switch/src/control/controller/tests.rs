@@ -221,7 +221,7 @@ fn a_port_that_cannot_be_opened_again_stays_and_is_retried() {
     s.ok(connect_iface("blue", "veth-r"));
     let mac: MacAddr = "02:00:00:00:07:01".parse().unwrap();
     s.ok(Request::FdbAdd { network: "blue".into(), mac, port: "veth-r".into() });
-    let table = s.c.nets["blue"].pipeline.table().clone();
+    let table = s.c.nets["blue"].pipeline.table().unwrap().clone();
     // The port faults while the process is out of descriptors: it cannot be opened again.
     s.world.0.lock().unwrap().open_fails.insert("veth-r".into());
     let id = s.c.ports["veth-r"].id;
@@ -309,7 +309,7 @@ fn macs_are_unique_on_a_network_and_never_the_gateways() {
     };
     s.ok(tap("t0", "02:00:00:00:00:aa"));
     assert!(s.err(tap("t1", "02:00:00:00:00:aa")).contains("already endpoint t0's"));
-    let gw = s.c.st.network("blue").unwrap().bridge().gateway_mac.to_string();
+    let gw = s.c.st.network("blue").unwrap().bridge().unwrap().gateway_mac.to_string();
     assert!(s.err(tap("t1", &gw)).contains("gateway"));
     assert!(s.err(tap("t1", "01:00:5e:00:00:01")).contains("not a unicast address"));
 }
@@ -323,6 +323,6 @@ fn inhibit_ipv4_leaves_the_gateway_address_to_another_port() {
         options: [("com.docker.network.bridge.inhibit_ipv4".to_string(), "true".to_string())].into(),
         ..Default::default()
     }));
-    assert!(s.c.st.network("legacy").unwrap().bridge().inhibit_ipv4);
+    assert!(s.c.st.network("legacy").unwrap().bridge().unwrap().inhibit_ipv4);
     assert_eq!(s.c.nets["legacy"].pipeline.gateway().unwrap().ipv4, None);
 }
