@@ -43,7 +43,8 @@ fn errors_are_clear_and_change_nothing() {
     refused(&d, &["network", "create", &net], "already exists");
     refused(&d, &["network", "create", "bad name!"], "invalid network name");
     refused(&d, &["network", "create", "x", "--driver", "token-ring"], "unknown driver");
-    refused(&d, &["network", "create", "x", "--driver", "macvlan"], "not available yet");
+    refused(&d, &["network", "create", "x", "--driver", "overlay"], "not available yet");
+    refused(&d, &["network", "create", "x", "--driver", "macvlan"], "needs its parent interface");
     refused(&d, &["network", "create", "x", "--subnet", "172.18.5.0/24"], "overlaps");
     refused(&d, &["network", "create", "x", "--aging-time", "0"], "aging");
     refused(&d, &["network", "inspect", "nope"], "no network named 'nope'");

@@ -328,10 +328,21 @@ pub enum NetworkCmd {
         vswitch network create blue\n  \
         vswitch network create --subnet 10.10.0.0/24 --ip-range 10.10.0.128/25 --aux-address router=10.10.0.254 red\n  \
         vswitch network create --ipv6 --subnet 172.30.0.0/16 --subnet fd00:30::/64 dual\n  \
-        vswitch network create --internal -o mtu=9000 backend")]
+        vswitch network create --internal -o mtu=9000 backend\n  \
+        vswitch network create -d macvlan --subnet 192.0.2.0/24 --gateway 192.0.2.1 -o parent=eth1 lan\n  \
+        vswitch network create -d macvlan --subnet 198.51.100.0/24 -o parent=eth1.50 vlan50\n  \
+        vswitch network create -d macvlan --subnet 10.9.0.0/24 -o parent=eth1 -o host_port=mv0 lan2\n\n\
+        Drivers:\n  \
+        bridge   a learning switch with the switch's own gateway (DNS, NAT to the uplink, -p)\n  \
+        macvlan  endpoints with MACs of their own straight on the LAN behind a parent interface;\n           \
+        the LAN's router is their gateway. Options: parent=IFACE or IFACE.VLAN (the switch tags\n           \
+        802.1Q itself), macvlan_mode=bridge|private|vepa|passthru (as the kernel's macvlan:\n           \
+        endpoints reach each other inside the switch / never / only through the LAN's switch /\n           \
+        one endpoint owns the parent), host_port=NAME (an interface in the daemon's namespace with\n           \
+        an address of the network, so the host reaches its endpoints), mtu [default: the parent's]")]
     Create {
         name: String,
-        /// Network driver (bridge).
+        /// Network driver: bridge or macvlan (see below).
         #[arg(long, short = 'd', default_value = "bridge")]
         driver: String,
         /// Subnet in CIDR form, one per address family [default IPv4: the first free of
@@ -353,7 +364,8 @@ pub enum NetworkCmd {
         /// No way out of the network: endpoints get no default route.
         #[arg(long)]
         internal: bool,
-        /// Driver option KEY=VALUE: mtu (or com.docker.network.driver.mtu), the endpoints' MTU [default: 1500].
+        /// Driver option KEY=VALUE: mtu (or com.docker.network.driver.mtu), the endpoints' MTU
+        /// [default: 1500]; icc=false; for macvlan: parent, macvlan_mode, host_port (below).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_opt)]
         options: Vec<(String, String)>,
         /// Seconds a learned MAC lives without traffic [default: 300].
