@@ -53,7 +53,15 @@ fn udp_ports(i: u32) -> (u16, u16) {
 
 /// Send for `secs` seconds; returns the frames handed to the kernel. `sources` is the number
 /// of source MACs (plain frames) or flows (UDP).
-pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64, template: Template) -> Res<u64> {
+pub fn generate(
+    iface: &str,
+    dst: [u8; 6],
+    sources: u32,
+    size: usize,
+    secs: f64,
+    template: Template,
+    pps: Option<f64>,
+) -> Res<u64> {
     let arp = match &template {
         Template::Arp(a) => Some(a),
         _ => None,
@@ -128,11 +136,21 @@ pub fn generate(iface: &str, dst: [u8; 6], sources: u32, size: usize, secs: f64,
     let udp = matches!(template, Template::Udp(_));
     // SAFETY: each slot starts with its u32 status word, shared with the kernel: read atomically.
     let status = |i: usize| unsafe { &*(ring.add(i * SLOT) as *const std::sync::atomic::AtomicU32) };
-    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
     let (mut slot, mut sent, mut next_src) = (0usize, 0u64, 0u32);
     while Instant::now() < end {
+        // Paced (`--pps`): no more than the rate allows so far.
+        let batch = match pps {
+            Some(r) => ((r * start.elapsed().as_secs_f64()) as u64).saturating_sub(sent).min(256) as usize,
+            None => 256,
+        };
+        if batch == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
         let mut queued = 0;
-        while queued < 256 {
+        while queued < batch {
             let st = status(slot);
             let s = st.load(std::sync::atomic::Ordering::Acquire);
             if s != TP_STATUS_AVAILABLE && s != TP_STATUS_WRONG_FORMAT {

@@ -5,10 +5,12 @@
 mod connload;
 mod dns;
 mod gen;
+mod macvlan;
 mod nat;
 mod relay;
 mod report;
 mod scenario;
+mod sides;
 mod soak;
 mod switch;
 mod sys;
@@ -95,6 +97,9 @@ enum Cmd {
         udp_from: Option<std::net::Ipv4Addr>,
         #[arg(long)]
         udp_to: Option<std::net::Ipv4Addr>,
+        /// At most this many frames per second [default: as fast as the ring goes].
+        #[arg(long)]
+        pps: Option<f64>,
     },
     /// (internal) relay frames between two TAP devices
     #[command(hide = true)]
@@ -121,14 +126,14 @@ enum Cmd {
 fn main() {
     let args = Args::parse();
     let r = match args.cmd {
-        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs, arp_for, arp_from, udp_from, udp_to }) => {
+        Some(Cmd::Gen { ref iface, ref dst, sources, size, secs, arp_for, arp_from, udp_from, udp_to, pps }) => {
             let template = match (arp_for.zip(arp_from), udp_from.zip(udp_to)) {
                 (Some((target, sender)), _) => gen::Template::Arp(gen::Arp { target, sender }),
                 (None, Some((from, to))) => gen::Template::Udp(gen::Udp { from, to }),
                 (None, None) => gen::Template::Plain,
             };
             parse_mac(dst)
-                .and_then(|d| gen::generate(iface, d, sources.max(1), size, secs, template))
+                .and_then(|d| gen::generate(iface, d, sources.max(1), size, secs, template, pps))
                 .map(|n| println!("{n}"))
         }
         Some(Cmd::TapRelay { ref a, ref b }) => relay::relay(a, b),
@@ -269,6 +274,8 @@ fn bench(args: Args) -> Res<()> {
     }
     progress.finish();
     let nat = if scenarios.contains(&Scenario::Nat) { Some(nat::run_scenario(&lab, secs, rounds)?) } else { None };
+    let macvlan =
+        if scenarios.contains(&Scenario::Macvlan) { Some(macvlan::run_scenario(&lab, secs, rounds)?) } else { None };
     let soak = if soaking {
         eprintln!(
             "soak: {secs} s at full rate with port churn and CLI calls (sampled every {:.0} s)",
@@ -293,6 +300,9 @@ fn bench(args: Args) -> Res<()> {
     if let Some(r) = &nat {
         print!("{}", nat::table(r));
     }
+    if let Some(r) = &macvlan {
+        print!("{}", macvlan::table(r));
+    }
     if !cases.is_empty() {
         print!("{}", report::targets_table(&targets));
     }
@@ -311,6 +321,7 @@ fn bench(args: Args) -> Res<()> {
             "targets": targets,
             "soak": soak,
             "nat": nat,
+            "macvlan": macvlan,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v).expect("json") + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

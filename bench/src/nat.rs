@@ -16,43 +16,14 @@
 //! (/proc/stat) while it was measured: both ends, and the kernel's or vswitch's NAT.
 
 use crate::scenario::{self, Measure};
+use crate::sides::{self, median, push, timed, udp_flows, Pair};
 use crate::switch::Lab;
-use crate::sys::{cores_busy, counter, cpu_ticks, run, run_in, spawn_in, Res};
+use crate::sys::{run, run_in, spawn_in, Res};
 use crate::topo::Host;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 
 const WORLD: &str = "192.0.2.1";
 const UPLINK: &str = "192.0.2.10";
-
-/// One figure measured on both sides, round after round.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct Pair {
-    pub name: String,
-    pub unit: String,
-    pub kernel: Vec<f64>,
-    pub vswitch: Vec<f64>,
-    pub kernel_median: f64,
-    pub vswitch_median: f64,
-    pub ratio: f64,
-    /// Offered by the generator on each side, medians (the limit of what a side can show;
-    /// the kernel's NAT runs in the sender's softirq, on the generator's core).
-    #[serde(default)]
-    pub kernel_offered: f64,
-    #[serde(default)]
-    pub vswitch_offered: f64,
-    #[serde(default)]
-    pub target: f64,
-    /// Cores busy machine-wide during each round's measurement, and their medians.
-    #[serde(default)]
-    pub kernel_cpu: Vec<f64>,
-    #[serde(default)]
-    pub vswitch_cpu: Vec<f64>,
-    #[serde(default)]
-    pub kernel_cpu_median: f64,
-    #[serde(default)]
-    pub vswitch_cpu_median: f64,
-}
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Report {
@@ -202,7 +173,7 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
             let (rate, cpu) = timed(|| connection_rate(a, b, secs))?;
             push(&mut conns, i, rate, cpu);
             for (k, &flows) in FLOWS.iter().enumerate() {
-                let ((off, fwd), cpu) = timed(|| udp_flows(a, b, &gws[i], flows, secs))?;
+                let ((off, fwd), cpu) = timed(|| udp_flows(a, b, &gws[i], flows, secs, None, None))?;
                 push(&mut udp[k], i, fwd, cpu);
                 offered[k][i].push(off);
             }
@@ -214,31 +185,8 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
         p.vswitch_offered = median(&off[1]);
         pairs.push(p);
     }
-    for p in &mut pairs {
-        p.kernel_median = median(&p.kernel);
-        p.vswitch_median = median(&p.vswitch);
-        p.kernel_cpu_median = median(&p.kernel_cpu);
-        p.vswitch_cpu_median = median(&p.vswitch_cpu);
-        p.ratio = if p.kernel_median > 0.0 { p.vswitch_median / p.kernel_median } else { 0.0 };
-    }
+    sides::finish(&mut pairs);
     Ok(Report { pairs })
-}
-
-fn push(p: &mut Pair, side: usize, v: f64, cpu: f64) {
-    if side == 0 {
-        p.kernel.push(v);
-        p.kernel_cpu.push(cpu);
-    } else {
-        p.vswitch.push(v);
-        p.vswitch_cpu.push(cpu);
-    }
-}
-
-/// `f`'s result and the cores the machine was busy while it ran.
-fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(T, f64)> {
-    let before = cpu_ticks()?;
-    let r = f()?;
-    Ok((r, cores_busy(before, cpu_ticks()?)))
 }
 
 /// New connections per second from world (`b`) to the endpoint's published port 5202 at
@@ -263,21 +211,6 @@ fn connection_rate(a: &Host, b: &Host, secs: f64) -> Res<f64> {
     out.trim().parse().map_err(|_| format!("conn-load printed '{}'", out.trim()))
 }
 
-/// 64-byte UDP frames from `a` over `flows` flows to the world for `secs`: (offered,
-/// arrived) in kpps.
-fn udp_flows(a: &Host, b: &Host, gateway_mac: &str, flows: u32, secs: f64) -> Res<(f64, f64)> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (tx0, rx0) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
-    let t0 = std::time::Instant::now();
-    let args = [me.to_str().expect("utf-8 path"), "gen", &a.iface, gateway_mac, "--sources", &flows.to_string()];
-    let udp = ["--size", "60", "--secs", &secs.to_string(), "--udp-from", &a.ip, "--udp-to", &b.ip];
-    run_in(&a.ns, &[&args[..], &udp[..]].concat())?;
-    let elapsed = t0.elapsed().as_secs_f64();
-    crate::sys::sleep(std::time::Duration::from_millis(300))?;
-    let (tx1, rx1) = (counter(&a.ns, &a.iface, "tx_packets")?, counter(&b.ns, &b.iface, "rx_packets")?);
-    Ok(((tx1 - tx0) as f64 / elapsed / 1e3, (rx1 - rx0) as f64 / elapsed / 1e3))
-}
-
 /// Until the endpoint reaches the world (ARP, the next hop, the first session).
 fn scenario_ping(a: &Host, b: &Host) -> Res<()> {
     for _ in 0..20 {
@@ -288,43 +221,6 @@ fn scenario_ping(a: &Host, b: &Host) -> Res<()> {
     Err(format!("{} cannot reach {} through the NAT", a.ns, b.ip))
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
-        0.0
-    } else {
-        s[s.len() / 2]
-    }
-}
-
 pub fn table(r: &Report) -> String {
-    let mut out =
-        String::from("\n### nat: through SNAT and DNAT, vswitch beside the kernel (bridge + MASQUERADE + DNAT)\n\n");
-    let _ = writeln!(out, "| case | kernel (rounds) | vswitch (rounds) | kernel | vswitch | vswitch / kernel | target | offered (kernel / vswitch) | cores busy (kernel / vswitch) |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-    let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.1}")).collect::<Vec<_>>().join(", ");
-    for p in &r.pairs {
-        let offered = if p.kernel_offered > 0.0 {
-            format!("{:.0} / {:.0} kpps", p.kernel_offered, p.vswitch_offered)
-        } else {
-            "-".into()
-        };
-        let _ = writeln!(
-            out,
-            "| {} ({}) | {} | {} | {:.2} | {:.2} | {:.2}x | >= {:.1}x | {} | {:.2} / {:.2} |",
-            p.name,
-            p.unit,
-            fmt(&p.kernel),
-            fmt(&p.vswitch),
-            p.kernel_median,
-            p.vswitch_median,
-            p.ratio,
-            p.target,
-            offered,
-            p.kernel_cpu_median,
-            p.vswitch_cpu_median
-        );
-    }
-    out
+    sides::table("nat: through SNAT and DNAT, vswitch beside the kernel (bridge + MASQUERADE + DNAT)", &r.pairs)
 }

@@ -38,6 +38,9 @@ pub enum Scenario {
     /// TCP from an endpoint to a world namespace through SNAT: vswitch's uplink against a
     /// Linux bridge with iptables MASQUERADE in a router namespace (Docker's datapath)
     Nat,
+    /// A LAN host to a macvlan endpoint (TCP, 64-byte frames) against the kernel's macvlan,
+    /// and vswitch's dispatch with 4 and 256 endpoints on the parent
+    Macvlan,
 }
 
 /// The gateway address of the benchmark's network (the hosts are 10.203.0.0/16).
@@ -190,7 +193,7 @@ pub fn plan(scenarios: &[Scenario], quick: bool, ovs: bool, baseline: bool) -> V
                 cases.push(case(s, "answers/s, local names", Measure::DnsQps, 4, &sw));
                 cases.push(case(s, "latency at 500 q/s", Measure::DnsLatency, 4, &sw));
             }
-            Scenario::Soak | Scenario::Nat => {} // not lists of cases: see soak.rs, nat.rs
+            Scenario::Soak | Scenario::Nat | Scenario::Macvlan => {} // not lists of cases: soak.rs, nat.rs, macvlan.rs
             Scenario::Trace => {
                 let sw = [Switch::Bridge, vswitch, Switch::Vswitch { workers: 0, traced: true }];
                 cases.push(case(s, "tcp", Measure::Tcp { streams: 1 }, 2, &sw));

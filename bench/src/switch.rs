@@ -180,12 +180,17 @@ impl Lab {
     }
 
     fn spawn_daemon(&self, bin: &Path, workers: usize) -> Res<Child> {
+        self.spawn_daemon_with(bin, workers, &[])
+    }
+
+    fn spawn_daemon_with(&self, bin: &Path, workers: usize, extra: &[&str]) -> Res<Child> {
         let log = std::fs::File::create(self.dir.join("vswitch.log")).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.arg("--socket").arg(self.socket()).arg("daemon").arg("--state-dir").arg(self.dir.join("state"));
         if workers > 0 {
             cmd.args(["--workers", &workers.to_string()]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -241,6 +246,11 @@ impl Lab {
     /// when the guard goes.
     pub fn start_daemon(&self) -> Res<DaemonGuard> {
         Ok(DaemonGuard(self.spawn_daemon(&self.vswitch, 0)?))
+    }
+
+    /// The same with `workers` workers and more daemon arguments (`--cpus 0`).
+    pub fn start_daemon_with(&self, workers: usize, extra: &[&str]) -> Res<DaemonGuard> {
+        Ok(DaemonGuard(self.spawn_daemon_with(&self.vswitch, workers, extra)?))
     }
 
     /// A CLI call to the vswitch under test.
