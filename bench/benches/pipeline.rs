@@ -83,6 +83,28 @@ fn pipeline_64_byte_frame(b: Bencher, to: &str) {
     });
 }
 
+/// One 64-byte frame from a macvlan parent through classify and dispatch, to one of `n`
+/// endpoints in turn (the whole table is probed over the run).
+#[divan::bench(args = [4, 256, 4096])]
+fn macvlan_dispatch_64_byte_frame(b: Bencher, n: usize) {
+    use vswitch::pipeline::dispatch::{Dispatch, Mode, Role};
+    let endpoints = macs(n);
+    let members = endpoints.iter().enumerate().map(|(i, &m)| (i as u16 + 2, m, Role::Endpoint)).collect();
+    let p = Pipeline::Macvlan(Arc::new(Dispatch::build(Some(1), &[(None, Mode::Bridge, members)])));
+    let lan = MacAddr([2, 0xff, 0, 0, 0, 1]);
+    let frames: Vec<Vec<u8>> = endpoints.iter().map(|&m| frame(m, lan)).collect();
+    let routes = Routes::default();
+    let max = max_frame_for_mtu(1500);
+    let mut nat = Nat::new(1024..=65535, 16);
+    let mut at = 0;
+    b.counter(ItemsCount::new(1usize)).bench_local(|| {
+        let f = RxFrame::new(VnetHdr::default(), &frames[at], None);
+        at = if at + 1 == frames.len() { 0 } else { at + 1 };
+        let cx = FrameCx { frame: black_box(&f), in_port: 1, max_frame: max, now: 0 };
+        p.run(&Env { routes: &routes }, &mut nat, &cx, &mut NoObserve)
+    });
+}
+
 #[divan::bench(args = SIZES)]
 fn mac_lookup(b: Bencher, n: usize) {
     let (t, keys) = full_table(n);

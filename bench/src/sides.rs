@@ -121,7 +121,7 @@ pub fn table(title: &str, pairs: &[Pair]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} ({}) | {} | {} | {:.2} | {:.2} | {:.2}x | >= {:.1}x | {} | {:.2} / {:.2} |",
+            "| {} ({}) | {} | {} | {:.2} | {:.2} | {:.2}x | {} | {} | {:.2} / {:.2} |",
             p.name,
             p.unit,
             fmt(&p.kernel),
@@ -129,7 +129,7 @@ pub fn table(title: &str, pairs: &[Pair]) -> String {
             p.kernel_median,
             p.vswitch_median,
             p.ratio,
-            p.target,
+            if p.target > 0.0 { format!(">= {:.1}x", p.target) } else { "-".into() },
             offered,
             p.kernel_cpu_median,
             p.vswitch_cpu_median

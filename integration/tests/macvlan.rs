@@ -120,7 +120,7 @@ fn every_mode_reaches_what_the_kernels_macvlan_reaches() {
 
 #[test]
 fn endpoints_keep_their_macs_and_carry_tcp_whole() {
-    let d = Daemon::start(2);
+    let mut d = Daemon::start(2);
     let mut lan = Lan::new("198.18.7.10");
     let p = lan.plug();
     let parent = lan.parents[p].host.clone();
@@ -153,6 +153,18 @@ fn endpoints_keep_their_macs_and_carry_tcp_whole() {
     assert!(e.contains("not attached") || e.contains("macvlan"), "{e}");
     let e = d.fails(&["network", "connect", &net, &parent]);
     assert!(e.contains("macvlan parent"), "{e}");
+    let b = endpoint_ns();
+    let e = d.fails(&["network", "connect", &net, "--netns", &b.name, "-p", "8080:80"]);
+    assert!(e.contains("macvlan"), "no NAT on a macvlan network: {e}");
+    // explain shows the dispatch stage: from the parent to the endpoint by its MAC.
+    let v = d.json(&["explain", &net, "--in-port", &parent, "--frame", &format!("dst {mac} src 02:00:00:00:00:99 arp")]);
+    assert_eq!(v[0]["outcome"]["action"], "forward", "{v}");
+    assert!(v[0]["steps"].as_array().unwrap().iter().any(|s| s["stage"] == "dispatch"), "{v}");
+    // A restart brings the network, its parent and its endpoint back.
+    d.stop();
+    d.launch();
+    assert!(a.wait_ping("198.18.7.10", 5), "after a restart: {}", d.log());
+    assert_eq!(d.json(&["network", "inspect", &net])[0]["parent_attached"], true);
     d.ok(&["network", "disconnect", &net, &a.name]);
     d.ok(&["network", "rm", &net]);
 }
@@ -231,6 +243,8 @@ fn two_vlans_on_one_parent_stay_apart_and_tagged() {
         &who_has(70, [198, 51, 100, 20]),
     ]);
     assert!(eventually(5, || d.drops(&parent, "unknown_vlan") >= 3), "{}", d.port_stats(&parent));
+    let v = d.json(&["explain", &n60, "--in-port", &parent, "--frame", "dst ff:ff:ff:ff:ff:ff src 02:00:00:00:00:99 vlan 70 arp"]);
+    assert_eq!(v[0]["outcome"]["reason"], "unknown_vlan", "{v}");
     for (n, ns) in [(&n50, &e50), (&n60, &e60)] {
         d.ok(&["network", "disconnect", n, &ns.name]);
         d.ok(&["network", "rm", n]);

@@ -183,13 +183,26 @@ impl Queue {
     }
 
     /// Whether `receive` may find frames: false only when it certainly would not (an AF_PACKET
-    /// ring whose next slot is the kernel's), so an idle port costs one load per pass.
+    /// ring whose next slot is the kernel's; a TAP the worker's epoll has not called ready
+    /// since it was drained), so an idle port costs no syscall per pass.
     #[inline]
     pub fn may_have_frames(&self) -> bool {
         match self {
             Queue::AfPacket(q) => q.may_have_frames(),
-            Queue::Tap(_) | Queue::Memory(_) => true,
+            Queue::Tap(q) => !q.drained,
+            Queue::Memory(_) => true,
         }
+    }
+
+    /// A TAP queue: whether it is drained (read only once ready again); false for the rest.
+    pub fn set_drained(&mut self, drained: bool) {
+        if let Queue::Tap(q) = self {
+            q.drained = drained;
+        }
+    }
+
+    pub fn is_tap(&self) -> bool {
+        matches!(self, Queue::Tap(_))
     }
 
     /// Frames the kernel dropped before this queue read them, since the last call.

@@ -29,6 +29,9 @@ const TUN_F_USO: libc::c_ulong = (libc::TUN_F_USO4 | libc::TUN_F_USO6) as _;
 
 pub struct TapQueue {
     fd: OwnedFd,
+    /// The last read found the queue empty: the worker reads it again only once its epoll
+    /// says there are frames (an idle TAP costs no read per pass; see `worker.rs`).
+    pub drained: bool,
 }
 
 /// A step of opening a queue that failed, with the kernel's errno kept (the fallbacks and the
@@ -172,7 +175,7 @@ pub fn open(name: &str, queues: usize) -> io::Result<OpenedTap> {
         return Err(step_err("TUNSETOFFLOAD", name));
     }
     netdev::set_up(name).map_err(|e| io::Error::new(e.kind(), format!("bringing TAP {name} up: {e}")))?;
-    Ok(OpenedTap { queues: fds.into_iter().map(|fd| TapQueue { fd }).collect(), created: !existed, multiqueue })
+    Ok(OpenedTap { queues: fds.into_iter().map(|fd| TapQueue { fd, drained: false }).collect(), created: !existed, multiqueue })
 }
 
 impl TapQueue {
