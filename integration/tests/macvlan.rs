@@ -116,6 +116,25 @@ fn every_mode_reaches_what_the_kernels_macvlan_reaches() {
         }
         d.ok(&["network", "rm", &net]);
     }
+    // passthru: one endpoint owns the parent, in the kernel as here; a second is refused.
+    let k = kernel_endpoints(&kparent, "passthru", &["192.0.2.30"]);
+    let mv = unique("vm");
+    let second = std::process::Command::new("ip")
+        .args(["link", "add", &mv, "link", &kparent, "type", "macvlan", "mode", "passthru"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "the kernel takes one passthru macvlan per parent");
+    let kernel = reaches(&k[0], "192.0.2.10");
+    drop(k);
+    let net = net_name();
+    d.ok(&["network", "create", "-d", "macvlan", "--subnet", "192.0.2.0/24", "-o", &format!("parent={parent}"), "-o", "macvlan_mode=passthru", &net]);
+    let (a, b) = (endpoint_ns(), endpoint_ns());
+    d.ok(&["network", "connect", &net, "--netns", &a.name, "--ip", "192.0.2.20"]);
+    let e = d.fails(&["network", "connect", &net, "--netns", &b.name, "--ip", "192.0.2.21"]);
+    assert!(e.contains("passthru"), "{e}");
+    assert!(kernel && reaches(&a, "192.0.2.10"), "passthru reaches the LAN, as the kernel's");
+    d.ok(&["network", "disconnect", &net, &a.name]);
+    d.ok(&["network", "rm", &net]);
 }
 
 #[test]
@@ -130,8 +149,13 @@ fn endpoints_keep_their_macs_and_carry_tcp_whole() {
     let mac = "02:42:c6:12:07:14";
     d.ok(&["network", "connect", &net, "--netns", &a.name, "--ip", "198.18.7.20", "--mac", mac]);
     let cap = Capture::start(&lan.ns, &lan.parents[p].inner, "icmp");
+    let pcap = d.dir.path().join("mv.pcapng");
+    let trace = d.trace(&[&net, "--count", "2", "-w", pcap.to_str().unwrap(), "icmp"]);
     assert!(a.wait_ping("198.18.7.10", 5), "the endpoint reaches the LAN host");
     let seen = cap.stop();
+    let summary = trace.wait();
+    let read = sh(&["tcpdump", "-n", "-e", "-r", pcap.to_str().unwrap()]);
+    assert!(read.contains(mac) && read.contains("ICMP echo"), "the trace shows the network's frames: {summary} {read}");
     assert!(seen.contains(&format!("{mac} >")), "the endpoint's frames keep its MAC on the LAN: {seen} {}", d.ok(&["stats"]));
     // The default route is the LAN's router (the --gateway, .1 here), not the switch.
     let routes = a.run(&["ip", "route"]);

@@ -828,6 +828,9 @@ impl Controller {
     /// `address`. The host's own address on the interface, if any, is left alone.
     fn uplink_set(&mut self, iface: &str, address: Ipv4Net, next_hop: Option<Ipv4Addr>) -> Result<Value> {
         check_ifname(iface).map_err(Error::Invalid)?;
+        if let Some(other) = macvlan::parent_user(&self.st, iface) {
+            return Err(Error::AlreadyAttached { iface: iface.into(), network: format!("{other} (its macvlan parent)") });
+        }
         if let Some(n) = self.st.network(UPLINK) {
             let on = n.endpoints.first().map_or("no interface", |e| e.name.as_str());
             let why = if n.is_uplink() {
@@ -1106,6 +1109,7 @@ impl Controller {
                 "-p publishes a port of an endpoint the switch sets up: use it with --netns or vswitch run",
             ));
         }
+        macvlan::check_room(self.network(network)?)?;
         let kind = if tap { PortKind::Tap } else { PortKind::AfPacket };
         if !tap && self.sys.ifindex(iface).is_none() {
             return Err(Error::NoInterface(iface.into()));
@@ -1312,6 +1316,7 @@ impl Controller {
     /// the one its sessions live on), `ep` saved in `tx` and the port attached after the save.
     fn attach_veth_end(&mut self, tx: &mut Tx, network: &str, ep: Endpoint) -> Result<Endpoint> {
         tx.undo.push(Undo::Link(ep.name.clone()));
+        macvlan::check_room(tx.next.network(network).ok_or_else(|| Error::NoNetwork(network.into()))?)?;
         let id = self.free_port_id()?;
         let pin = ep.ipv4.filter(|_| !ep.published.is_empty()).map(|a| owner_of(a, self.dp.workers()));
         let opened = self

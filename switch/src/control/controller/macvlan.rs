@@ -37,6 +37,17 @@ pub fn fdb(n: &Network) -> Vec<FdbEntry> {
     n.endpoints.iter().map(|e| FdbEntry { mac: e.mac, port: e.name.clone(), age: 0, kind: "endpoint".into() }).collect()
 }
 
+/// A passthru network has room for one endpoint: it owns the parent.
+pub fn check_room(n: &Network) -> Result<()> {
+    match (n.macvlan(), n.endpoints.first()) {
+        (Some(m), Some(e)) if m.mode == Mode::Passthru => Err(Error::invalid(format!(
+            "macvlan network {} is passthru: its one endpoint ({}) owns the parent; disconnect it first",
+            n.name, e.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn vlan_name(vlan: Option<u16>) -> String {
     vlan.map_or_else(|| "untagged".into(), |v| format!("VLAN {v}"))
 }
