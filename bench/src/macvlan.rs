@@ -82,9 +82,27 @@ fn mac_of(h: &Host) -> Res<String> {
 
 /// A vswitch macvlan network on `parent` with the endpoint namespace `ep` at `.20` and
 /// `extra` TAP endpoints (the dispatch table's other entries).
-fn vswitch_side(lab: &Lab, t: &mut Topo, name: &str, parent: &str, subnet: &str, ep_ip: &str, extra: usize) -> Res<Host> {
+fn vswitch_side(
+    lab: &Lab,
+    t: &mut Topo,
+    name: &str,
+    parent: &str,
+    subnet: &str,
+    ep_ip: &str,
+    extra: usize,
+) -> Res<Host> {
     let ep = t.ns(&format!("{name}-ep"))?;
-    lab.vs_current(&["network", "create", "-d", "macvlan", "--subnet", subnet, "-o", &format!("parent={parent}"), name])?;
+    lab.vs_current(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        subnet,
+        "-o",
+        &format!("parent={parent}"),
+        name,
+    ])?;
     lab.vs_current(&["network", "connect", name, "--netns", &ep, "--ip", ep_ip])?;
     for i in 0..extra {
         let tap = format!("vbm{}{}{i}", t.id, &name[name.len() - 1..]);
@@ -210,7 +228,8 @@ pub fn table(r: &Report) -> String {
         &r.pairs,
     );
     let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.0}")).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(out, "\n| vswitch dispatch, 64 B delivered (kpps) | 4 endpoints | 256 endpoints | 256 / 4 | target |");
+    let _ =
+        writeln!(out, "\n| vswitch dispatch, 64 B delivered (kpps) | 4 endpoints | 256 endpoints | 256 / 4 | target |");
     let _ = writeln!(out, "|---|---|---|---|---|");
     let _ = writeln!(
         out,

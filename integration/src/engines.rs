@@ -58,14 +58,16 @@ impl Dockerd {
         let ready = eventually(30, || docker.docker(&["version"]).status.success());
         assert!(ready, "dockerd did not answer within 30 s:\n{}", docker.log());
         let root = busybox_rootfs(docker.dir.path());
-        let tar = Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut tar =
+            Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
         let import = Command::new("docker")
             .arg("-H")
             .arg(docker.host())
             .args(["import", "-", "busy"])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        let _ = tar.wait();
         assert!(import.status.success(), "docker import: {}", String::from_utf8_lossy(&import.stderr));
         docker
     }

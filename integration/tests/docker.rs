@@ -117,7 +117,7 @@ fn docker_networks_on_vswitch() {
         "/www",
     ]);
     assert!(d
-        .ok(&["port", &d.json(&["network", "inspect", &blue])[0]["endpoints"][1]["name"].as_str().unwrap().to_string()])
+        .ok(&["port", d.json(&["network", "inspect", &blue])[0]["endpoints"][1]["name"].as_str().unwrap()])
         .contains("80/tcp -> 192.0.2.10:8080"));
     let got = eventually(10, || {
         let o =

@@ -102,8 +102,19 @@ fn every_mode_reaches_what_the_kernels_macvlan_reaches() {
         // Ours.
         let net = net_name();
         d.ok(&[
-            "network", "create", "-d", "macvlan", "--subnet", "192.0.2.0/24", "--gateway", "192.0.2.1", "-o",
-            &format!("parent={parent}"), "-o", &format!("macvlan_mode={mode}"), &net,
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet",
+            "192.0.2.0/24",
+            "--gateway",
+            "192.0.2.1",
+            "-o",
+            &format!("parent={parent}"),
+            "-o",
+            &format!("macvlan_mode={mode}"),
+            &net,
         ]);
         let (a, b) = (endpoint_ns(), endpoint_ns());
         d.ok(&["network", "connect", &net, "--netns", &a.name, "--ip", "192.0.2.20"]);
@@ -127,7 +138,19 @@ fn every_mode_reaches_what_the_kernels_macvlan_reaches() {
     let kernel = reaches(&k[0], "192.0.2.10");
     drop(k);
     let net = net_name();
-    d.ok(&["network", "create", "-d", "macvlan", "--subnet", "192.0.2.0/24", "-o", &format!("parent={parent}"), "-o", "macvlan_mode=passthru", &net]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        &format!("parent={parent}"),
+        "-o",
+        "macvlan_mode=passthru",
+        &net,
+    ]);
     let (a, b) = (endpoint_ns(), endpoint_ns());
     d.ok(&["network", "connect", &net, "--netns", &a.name, "--ip", "192.0.2.20"]);
     let e = d.fails(&["network", "connect", &net, "--netns", &b.name, "--ip", "192.0.2.21"]);
@@ -156,7 +179,11 @@ fn endpoints_keep_their_macs_and_carry_tcp_whole() {
     let summary = trace.wait();
     let read = sh(&["tcpdump", "-n", "-e", "-r", pcap.to_str().unwrap()]);
     assert!(read.contains(mac) && read.contains("ICMP echo"), "the trace shows the network's frames: {summary} {read}");
-    assert!(seen.contains(&format!("{mac} >")), "the endpoint's frames keep its MAC on the LAN: {seen} {}", d.ok(&["stats"]));
+    assert!(
+        seen.contains(&format!("{mac} >")),
+        "the endpoint's frames keep its MAC on the LAN: {seen} {}",
+        d.ok(&["stats"])
+    );
     // The default route is the LAN's router (the --gateway, .1 here), not the switch.
     let routes = a.run(&["ip", "route"]);
     assert!(routes.contains("default via 198.18.7.1"), "{routes}");
@@ -181,7 +208,8 @@ fn endpoints_keep_their_macs_and_carry_tcp_whole() {
     let e = d.fails(&["network", "connect", &net, "--netns", &b.name, "-p", "8080:80"]);
     assert!(e.contains("macvlan"), "no NAT on a macvlan network: {e}");
     // explain shows the dispatch stage: from the parent to the endpoint by its MAC.
-    let v = d.json(&["explain", &net, "--in-port", &parent, "--frame", &format!("dst {mac} src 02:00:00:00:00:99 arp")]);
+    let v =
+        d.json(&["explain", &net, "--in-port", &parent, "--frame", &format!("dst {mac} src 02:00:00:00:00:99 arp")]);
     assert_eq!(v[0]["outcome"]["action"], "forward", "{v}");
     assert!(v[0]["steps"].as_array().unwrap().iter().any(|s| s["stage"] == "dispatch"), "{v}");
     // A restart brings the network, its parent and its endpoint back.
@@ -201,10 +229,40 @@ fn two_vlans_on_one_parent_stay_apart_and_tagged() {
     let parent = lan.parents[p].host.clone();
     let lan_port = lan.parents[p].inner.clone();
     let (n50, n60) = (net_name(), net_name());
-    d.ok(&["network", "create", "-d", "macvlan", "--subnet", "198.51.100.0/24", "-o", &format!("parent={parent}.50"), &n50]);
-    d.ok(&["network", "create", "-d", "macvlan", "--subnet", "203.0.113.0/24", "-o", &format!("parent={parent}.60"), &n60]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "198.51.100.0/24",
+        "-o",
+        &format!("parent={parent}.50"),
+        &n50,
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "203.0.113.0/24",
+        "-o",
+        &format!("parent={parent}.60"),
+        &n60,
+    ]);
     // One network per VLAN, and one untagged: a second VLAN 50 is refused, nothing changes.
-    let e = d.fails(&["network", "create", "-d", "macvlan", "--subnet", "10.250.0.0/24", "-o", &format!("parent={parent}.50"), "again"]);
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.250.0.0/24",
+        "-o",
+        &format!("parent={parent}.50"),
+        "again",
+    ]);
     assert!(e.contains("VLAN 50"), "{e}");
     let e = d.fails(&["network", "create", "-d", "macvlan", "-o", "parent=nosuchif0.5", "x"]);
     assert!(e.contains("no interface named 'nosuchif0'"), "{e}");
@@ -245,11 +303,7 @@ fn two_vlans_on_one_parent_stay_apart_and_tagged() {
         "64",
         &who_has(50, [198, 51, 100, 20]),
     ]);
-    assert!(
-        eventually(5, || cap.text().contains("is-at 02:42:00:00:50:20")),
-        "E50 answers on VLAN 50: {}",
-        cap.text()
-    );
+    assert!(eventually(5, || cap.text().contains("is-at 02:42:00:00:50:20")), "E50 answers on VLAN 50: {}", cap.text());
     let seen = cap.stop();
     assert!(seen.contains("vlan 50"), "{seen}");
     std::thread::sleep(Duration::from_millis(300));
@@ -267,7 +321,14 @@ fn two_vlans_on_one_parent_stay_apart_and_tagged() {
         &who_has(70, [198, 51, 100, 20]),
     ]);
     assert!(eventually(5, || d.drops(&parent, "unknown_vlan") >= 3), "{}", d.port_stats(&parent));
-    let v = d.json(&["explain", &n60, "--in-port", &parent, "--frame", "dst ff:ff:ff:ff:ff:ff src 02:00:00:00:00:99 vlan 70 arp"]);
+    let v = d.json(&[
+        "explain",
+        &n60,
+        "--in-port",
+        &parent,
+        "--frame",
+        "dst ff:ff:ff:ff:ff:ff src 02:00:00:00:00:99 vlan 70 arp",
+    ]);
     assert_eq!(v[0]["outcome"]["reason"], "unknown_vlan", "{v}");
     for (n, ns) in [(&n50, &e50), (&n60, &e60)] {
         d.ok(&["network", "disconnect", n, &ns.name]);
@@ -284,8 +345,19 @@ fn the_host_reaches_endpoints_through_its_host_port_and_the_parent_comes_back() 
     let net = net_name();
     let hp = unique("vhp");
     d.ok(&[
-        "network", "create", "-d", "macvlan", "--subnet", "10.77.9.0/24", "-o", &format!("parent={parent}"), "-o",
-        "macvlan_mode=private", "-o", &format!("host_port={hp}"), &net,
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.77.9.0/24",
+        "-o",
+        &format!("parent={parent}"),
+        "-o",
+        "macvlan_mode=private",
+        "-o",
+        &format!("host_port={hp}"),
+        &net,
     ]);
     let a = endpoint_ns();
     d.ok(&["network", "connect", &net, "--netns", &a.name, "--ip", "10.77.9.20"]);
@@ -303,22 +375,14 @@ fn the_host_reaches_endpoints_through_its_host_port_and_the_parent_comes_back() 
     // The parent deleted: logged, waited for; its endpoints stay.
     let lan_port = lan.parents[p].inner.clone();
     sh(&["ip", "link", "del", &parent]);
-    assert!(
-        eventually(5, || d.json(&["network", "inspect", &net])[0]["parent_attached"] == false),
-        "{}",
-        d.log()
-    );
+    assert!(eventually(5, || d.json(&["network", "inspect", &net])[0]["parent_attached"] == false), "{}", d.log());
     assert!(d.log().contains("macvlan parent lost"), "{}", d.log());
     // Re-created under the same name (and plugged into the LAN again): the endpoint is back.
     sh(&["ip", "link", "add", &parent, "type", "veth", "peer", "name", &lan_port]);
     sh(&["ip", "link", "set", &lan_port, "netns", &lan.ns.name]);
     lan.ns.run(&["ip", "link", "set", &lan_port, "master", "br0", "up"]);
     sh(&["ip", "link", "set", &parent, "up"]);
-    assert!(
-        eventually(10, || d.json(&["network", "inspect", &net])[0]["parent_attached"] == true),
-        "{}",
-        d.log()
-    );
+    assert!(eventually(10, || d.json(&["network", "inspect", &net])[0]["parent_attached"] == true), "{}", d.log());
     assert!(
         a.wait_ping("10.77.9.10", 10),
         "the endpoint reaches the LAN again: {}\n{}\n{}\n{}",

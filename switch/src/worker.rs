@@ -359,7 +359,8 @@ impl Worker {
                     n.members.push(p.port);
                 }
                 // Not in the set (no epoll): read every pass.
-                let in_epoll = p.rx && p.queue.is_tap() && self.taps.as_mut().is_some_and(|t| t.add(p.queue.fd(), p.port));
+                let in_epoll =
+                    p.rx && p.queue.is_tap() && self.taps.as_mut().is_some_and(|t| t.add(p.queue.fd(), p.port));
                 self.tx.ports[i] =
                     Some(LocalPort { net: p.net, queue: p.queue, rx: p.rx, shared: p.shared, failed: false, in_epoll });
                 self.rebuild_readers();
@@ -651,7 +652,16 @@ impl<'a> Out<'a> {
         net: &'a LocalNet,
         nat: &'a Nat,
     ) -> Out<'a> {
-        Out { tx, worker, services, net_id, pipeline: &net.pipeline, gateway: net.gateway.as_deref(), nat, to_services: 0 }
+        Out {
+            tx,
+            worker,
+            services,
+            net_id,
+            pipeline: &net.pipeline,
+            gateway: net.gateway.as_deref(),
+            nat,
+            to_services: 0,
+        }
     }
 
     /// End of batch: push out what it queued on each member port (and the ports it routed

@@ -347,12 +347,8 @@ impl Controller {
     /// to reach each network's endpoints, and the uplink (the route stage).
     fn publish_routes(&self) {
         // Macvlan networks are the LAN's: the switch routes nothing to or from them.
-        let live: Vec<(&Network, &LiveNet, &BridgeOptions)> = self
-            .st
-            .networks
-            .iter()
-            .filter_map(|n| Some((n, self.nets.get(&n.name)?, n.bridge()?)))
-            .collect();
+        let live: Vec<(&Network, &LiveNet, &BridgeOptions)> =
+            self.st.networks.iter().filter_map(|n| Some((n, self.nets.get(&n.name)?, n.bridge()?))).collect();
         let subnets = live.iter().flat_map(|(n, l, _)| n.ipam.iter().map(move |s| (s.subnet, l.id))).collect();
         let nets = live
             .iter()
@@ -829,7 +825,10 @@ impl Controller {
     fn uplink_set(&mut self, iface: &str, address: Ipv4Net, next_hop: Option<Ipv4Addr>) -> Result<Value> {
         check_ifname(iface).map_err(Error::Invalid)?;
         if let Some(other) = macvlan::parent_user(&self.st, iface) {
-            return Err(Error::AlreadyAttached { iface: iface.into(), network: format!("{other} (its macvlan parent)") });
+            return Err(Error::AlreadyAttached {
+                iface: iface.into(),
+                network: format!("{other} (its macvlan parent)"),
+            });
         }
         if let Some(n) = self.st.network(UPLINK) {
             let on = n.endpoints.first().map_or("no interface", |e| e.name.as_str());
@@ -1096,7 +1095,10 @@ impl Controller {
             return Err(Error::AlreadyAttached { iface: iface.into(), network: other.name.clone() });
         }
         if let Some(other) = macvlan::parent_user(&self.st, iface) {
-            return Err(Error::AlreadyAttached { iface: iface.into(), network: format!("{other} (its macvlan parent)") });
+            return Err(Error::AlreadyAttached {
+                iface: iface.into(),
+                network: format!("{other} (its macvlan parent)"),
+            });
         }
         if !o.aliases.is_empty() {
             return Err(Error::invalid("--alias names an endpoint in a namespace: use it with --netns"));

@@ -117,7 +117,10 @@ mod tests {
             (s.subnet.to_string(), s.gateway.to_string(), s.ip_range.to_string()),
             ("10.91.0.0/24".into(), "10.91.0.1".into(), "10.91.0.128/25".into())
         );
-        assert_eq!((blue.bridge().unwrap().aging_secs, blue.bridge().unwrap().max_learned, blue.bridge().unwrap().mtu), (120, 5000, 1500));
+        assert_eq!(
+            (blue.bridge().unwrap().aging_secs, blue.bridge().unwrap().max_learned, blue.bridge().unwrap().mtu),
+            (120, 5000, 1500)
+        );
         assert_eq!(blue.endpoints.len(), 2);
         assert_eq!(blue.endpoints[1].ipv4, Some("10.91.0.200".parse().unwrap()));
         assert!(blue.endpoints[1].created_tap);

@@ -135,8 +135,12 @@ pub fn handle(call: &str, body: &str, ctl: &Mutex<Controller>, ipam: &mut ipam::
             let mut c = lock(ctl);
             let publish = port_specs(&r.options)?;
             let e = c.docker_create_endpoint(&r.network_id, &r.endpoint_id, v4, v6, mac, &publish).map_err(err)?;
-            e.ipv4.map(|a| ipam.release(a.into()));
-            e.ipv6.map(|a| ipam.release(a.into()));
+            if let Some(a) = e.ipv4 {
+                ipam.release(a.into());
+            }
+            if let Some(a) = e.ipv6 {
+                ipam.release(a.into());
+            }
             // Docker takes addresses back only where its IPAM left them empty.
             let n = c.docker_network(&r.network_id).map_err(err)?;
             let mut iface = serde_json::Map::new();

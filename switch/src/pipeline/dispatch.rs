@@ -136,6 +136,10 @@ pub fn tag_for(vid: u16) -> [u8; 4] {
     [0x81, 0x00, hi, lo]
 }
 
+/// One segment as the controller describes it: VLAN id (None: untagged), mode, members
+/// `(port, mac, role)`.
+pub type SegmentPlan = (Option<u16>, Mode, Vec<(PortId, MacAddr, Role)>);
+
 /// One parent's table: built by the controller, read by the workers, never changed in place.
 #[derive(Clone, Debug, Default)]
 pub struct Dispatch {
@@ -151,9 +155,8 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// The table for `parent` and these segments, each with its VLAN id (None: untagged),
-    /// mode, and members `(port, mac, role)`.
-    pub fn build(parent: Option<PortId>, segments: &[(Option<u16>, Mode, Vec<(PortId, MacAddr, Role)>)]) -> Dispatch {
+    /// The table for `parent` and these segments.
+    pub fn build(parent: Option<PortId>, segments: &[SegmentPlan]) -> Dispatch {
         let mut d = Dispatch { parent, by_vlan: vec![0; 4096], ..Dispatch::default() };
         for (i, (vid, mode, members)) in segments.iter().enumerate() {
             let vlan = vid.unwrap_or(0) & 0x0fff;
@@ -215,11 +218,7 @@ impl Dispatch {
 
     #[inline]
     pub fn run<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> ControlFlow<Action, Action> {
-        let a = if self.is_parent(cx.in_port) {
-            self.from_parent(cx, eth, obs)
-        } else {
-            self.from_member(cx, eth, obs)
-        };
+        let a = if self.is_parent(cx.in_port) { self.on_parent(cx, eth, obs) } else { self.on_member(cx, eth, obs) };
         match a {
             Action::Drop(why) => {
                 obs.note(NAME, Note::Dropped(why));
@@ -229,7 +228,7 @@ impl Dispatch {
         }
     }
 
-    fn from_parent<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
+    fn on_parent<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
         let vlan = vlan_of(cx.frame.tag);
         let Some(seg) = self.by_vlan[vlan as usize].checked_sub(1) else {
             return Action::Drop(DropReason::UnknownVlan);
@@ -262,7 +261,7 @@ impl Dispatch {
         }
     }
 
-    fn from_member<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
+    fn on_member<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
         let Some(m) = self.member(cx.in_port) else { return Action::Drop(DropReason::UnknownVlan) };
         let s = &self.segments[m.segment as usize];
         if s.tag.is_some() && cx.frame.tag.is_some() {
@@ -333,7 +332,12 @@ mod tests {
         let cx = FrameCx { frame: &f, in_port, max_frame: 1518, now: 0 };
         let p = Pipeline::Macvlan(Arc::new(d.clone()));
         let mut rec = Record::default();
-        p.run(&super::super::Env { routes: &Default::default() }, &mut super::super::Nat::new(1024..=2048, 4), &cx, &mut rec)
+        p.run(
+            &super::super::Env { routes: &Default::default() },
+            &mut super::super::Nat::new(1024..=2048, 4),
+            &cx,
+            &mut rec,
+        )
     }
 
     #[test]
@@ -400,7 +404,8 @@ mod tests {
     #[test]
     fn no_parent_an_internal_network() {
         let m = |s: &str| s.parse::<MacAddr>().unwrap();
-        let d = Dispatch::build(None, &[(None, Mode::Bridge, vec![(2, m(A), Role::Endpoint), (3, m(B), Role::Endpoint)])]);
+        let d =
+            Dispatch::build(None, &[(None, Mode::Bridge, vec![(2, m(A), Role::Endpoint), (3, m(B), Role::Endpoint)])]);
         assert_eq!(run(&d, 2, &frame(B, A), None), Action::Port(3));
         assert_eq!(run(&d, 2, &frame(LAN, A), None), Action::Drop(DropReason::UnknownMac));
         assert_eq!(d.group(0, Reach::Everyone), [2, 3]);

@@ -175,7 +175,11 @@ pub fn open(name: &str, queues: usize) -> io::Result<OpenedTap> {
         return Err(step_err("TUNSETOFFLOAD", name));
     }
     netdev::set_up(name).map_err(|e| io::Error::new(e.kind(), format!("bringing TAP {name} up: {e}")))?;
-    Ok(OpenedTap { queues: fds.into_iter().map(|fd| TapQueue { fd, drained: false }).collect(), created: !existed, multiqueue })
+    Ok(OpenedTap {
+        queues: fds.into_iter().map(|fd| TapQueue { fd, drained: false }).collect(),
+        created: !existed,
+        multiqueue,
+    })
 }
 
 impl TapQueue {

@@ -7,13 +7,13 @@
 //! is attached again within a second of its return.
 
 use super::*;
-use crate::pipeline::dispatch::{Dispatch, Mode, Role};
+use crate::pipeline::dispatch::{Dispatch, Mode, Role, SegmentPlan};
 use crate::protocol::FdbEntry;
 use std::path::Path;
 
 /// What a parent's dispatch table is built from: rebuilt (and sent to the workers) only
 /// when this changes.
-pub type Plan = (Option<PortId>, Vec<(Option<u16>, Mode, Vec<(PortId, MacAddr, Role)>)>);
+pub type Plan = (Option<PortId>, Vec<SegmentPlan>);
 
 /// The group a macvlan network's data plane belongs to: its parent interface, or for one
 /// with no parent, itself (a name no interface can have: interface names have no ':').
@@ -68,9 +68,10 @@ impl Controller {
                     host_port = Some(v.clone());
                 }
                 "mtu" | "com.docker.network.driver.mtu" => {
-                    mtu = Some(v.parse().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| {
-                        Error::invalid(format!("-o {k}={v}: the MTU is a number from 68 to 65535"))
-                    })?)
+                    mtu =
+                        Some(v.parse().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| {
+                            Error::invalid(format!("-o {k}={v}: the MTU is a number from 68 to 65535"))
+                        })?)
                 }
                 _ => {
                     return Err(Error::invalid(format!(
@@ -85,19 +86,18 @@ impl Controller {
                  (its endpoints' MACs are its table)",
             ));
         }
-        let (parent, vlan) = match parent {
-            None if c.internal => (None, None),
-            None => {
-                return Err(Error::invalid(
+        let (parent, vlan) =
+            match parent {
+                None if c.internal => (None, None),
+                None => return Err(Error::invalid(
                     "a macvlan network needs its parent interface: -o parent=IFACE, or IFACE.VLAN for a VLAN on it \
                      (with --internal it may have none)",
-                ))
-            }
-            Some(p) => {
-                let (iface, vlan) = self.resolve_parent(&p)?;
-                (Some(iface), vlan)
-            }
-        };
+                )),
+                Some(p) => {
+                    let (iface, vlan) = self.resolve_parent(&p)?;
+                    (Some(iface), vlan)
+                }
+            };
         if let Some(p) = &parent {
             self.check_parent_free(p, vlan, mode)?;
         }
@@ -324,7 +324,8 @@ impl Controller {
                             .endpoints
                             .iter()
                             .filter_map(|e| {
-                                let role = if host_port_of(n) == Some(e.name.as_str()) { Role::Host } else { Role::Endpoint };
+                                let role =
+                                    if host_port_of(n) == Some(e.name.as_str()) { Role::Host } else { Role::Endpoint };
                                 Some((self.ports.get(&e.name)?.id, e.mac, role))
                             })
                             .collect();
