@@ -167,12 +167,7 @@ pub fn explain(net: &NetView, in_port: PortId, frames: &[Vec<u8>], now: u32) -> 
                 step("parse", describe(data)),
             ];
             // As the kernel hands a tagged frame over: its 802.1Q tag taken out.
-            let (untagged, tag) = match data.get(12..16) {
-                Some(t) if t[..2] == [0x81, 0x00] => {
-                    ([&data[..12], &data[16..]].concat(), Some([t[0], t[1], t[2], t[3]]))
-                }
-                _ => (data.clone(), None),
-            };
+            let (untagged, tag) = crate::frame::as_received(data);
             let f = RxFrame::new(VnetHdr::default(), &untagged, tag);
             let cx = FrameCx { frame: &f, in_port, max_frame: inp.max_frame, now };
             let mut rec = Recorder::default();

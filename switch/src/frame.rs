@@ -47,6 +47,17 @@ impl VnetHdr {
     }
 }
 
+/// A frame as an AF_PACKET ring hands it over: its outer 802.1Q tag taken out of the bytes
+/// (the kernel untags before any packet socket sees a frame) and given beside them.
+pub fn as_received(data: &[u8]) -> (std::borrow::Cow<'_, [u8]>, Option<[u8; 4]>) {
+    match data.get(12..16) {
+        Some(t) if t[..2] == [0x81, 0x00] => {
+            ([&data[..12], &data[16..]].concat().into(), Some([t[0], t[1], t[2], t[3]]))
+        }
+        _ => (data.into(), None),
+    }
+}
+
 /// The largest frame a port with this MTU carries: Ethernet header plus one VLAN tag.
 pub fn max_frame_for_mtu(mtu: u32) -> usize {
     mtu as usize + ETH_HLEN + VLAN_HLEN

@@ -34,14 +34,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let routes = Routes::new(vec![("10.0.0.0/24".parse().unwrap(), 0), ("10.0.1.0/24".parse().unwrap(), 1)])
         .with_nets(vec![(0, here)], Some(uplink));
-    let f = RxFrame::new(VnetHdr::default(), data, None);
+    // As a port hands it over (explain does the same): an 802.1Q tag beside the bytes.
+    let (received, tag) = vswitch::frame::as_received(data);
+    let f = RxFrame::new(VnetHdr::default(), &received, tag);
     let cx = FrameCx { frame: &f, in_port: 1, max_frame: 1518, now: 0 };
     let mut nat = Nat::new(1024..=65535, 16);
     let action = p.run(&Env { routes: &routes }, &mut nat, &cx, &mut NoObserve);
     if let vswitch::pipeline::Action::Routed(_, i) = action {
         // The edit writes within the frame it was made for.
-        let mut out = data.to_vec();
-        nat.edit(i).write(data, &mut out);
+        let mut out = received.to_vec();
+        nat.edit(i).write(&received, &mut out);
     }
     let ports = vec![
         PortView { id: 1, name: "a".into(), max_frame: 1518 },
