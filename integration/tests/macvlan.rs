@@ -371,6 +371,13 @@ fn the_host_reaches_endpoints_through_its_host_port_and_the_parent_comes_back() 
         "the host reaches its macvlan endpoint"
     );
     assert!(a.wait_ping("10.77.9.10", 5), "and the endpoint the LAN");
+    // The host port goes with its network, not alone.
+    let end = d.json(&["network", "inspect", &net])[0]["driver"]["macvlan"]["host_port"]["port"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = d.fails(&["network", "disconnect", &net, &end]);
+    assert!(e.contains("host port"), "{e}");
 
     // The parent deleted: logged, waited for; its endpoints stay.
     let lan_port = lan.parents[p].inner.clone();

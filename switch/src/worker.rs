@@ -163,7 +163,9 @@ pub struct Worker {
 
 struct TapSet {
     epoll: OwnedFd,
-    count: usize,
+    /// Queues in the set that are drained now: none, and no epoll_wait is made (a busy TAP
+    /// costs its read and nothing more).
+    drained: usize,
     events: Vec<libc::epoll_event>,
 }
 
@@ -174,7 +176,7 @@ impl TapSet {
         // SAFETY: a fresh descriptor that nothing else owns.
         (fd >= 0).then(|| TapSet {
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
-            count: 0,
+            drained: 0,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; BATCH],
         })
     }
@@ -182,16 +184,12 @@ impl TapSet {
     fn add(&mut self, fd: i32, port: PortId) -> bool {
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: u64::from(port) };
         // SAFETY: `ev` is live for the call; the kernel copies it.
-        let ok = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } == 0;
-        self.count += usize::from(ok);
-        ok
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) == 0 }
     }
 
     fn remove(&mut self, fd: i32) {
         // SAFETY: EPOLL_CTL_DEL ignores the event pointer.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == 0 {
-            self.count -= 1;
-        }
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
     }
 }
 
@@ -372,6 +370,7 @@ impl Worker {
                     }
                     if let (true, Some(t)) = (p.in_epoll, self.taps.as_mut()) {
                         t.remove(p.queue.fd());
+                        t.drained -= usize::from(p.queue.is_drained());
                     }
                     crate::port::close_in_background(p.queue);
                 }
@@ -400,12 +399,15 @@ impl Worker {
     /// TAPs with frames again since they were drained are read this pass (one epoll_wait for
     /// all of them; level-triggered, so a TAP still full is named again next pass).
     fn wake_ready_taps(&mut self) {
-        let Some(t) = self.taps.as_mut().filter(|t| t.count > 0) else { return };
+        let Some(t) = self.taps.as_mut().filter(|t| t.drained > 0) else { return };
         // SAFETY: `events` holds `len` entries the kernel may fill.
         let n = unsafe { libc::epoll_wait(t.epoll.as_raw_fd(), t.events.as_mut_ptr(), t.events.len() as i32, 0) };
         for ev in &t.events[..n.max(0) as usize] {
             if let Some(p) = self.tx.ports.get_mut(ev.u64 as usize).and_then(Option::as_mut) {
-                p.queue.set_drained(false);
+                if p.in_epoll && p.queue.is_drained() {
+                    p.queue.set_drained(false);
+                    t.drained -= 1;
+                }
             }
         }
     }
@@ -503,9 +505,12 @@ impl Worker {
             }
         }
         self.batch = recycle(batch);
-        if n < BATCH && inp.in_epoll {
+        if n < BATCH && inp.in_epoll && !inp.queue.is_drained() {
             // A TAP read short is empty now: the epoll says when it is not.
             inp.queue.set_drained(true);
+            if let Some(t) = self.taps.as_mut() {
+                t.drained += 1;
+            }
         }
         inp.queue.release();
         self.tx.ports[in_id as usize] = Some(inp);

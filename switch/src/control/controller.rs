@@ -1379,6 +1379,11 @@ impl Controller {
                 }
             },
         };
+        if macvlan::host_port_of(net) == Some(port.as_str()) {
+            return Err(Error::invalid(format!(
+                "{port} is network {network}'s host port: it goes with the network (vswitch network rm {network})"
+            )));
+        }
         self.transact(|c, tx| {
             c.remove_endpoint_in(tx, network, &port);
             Ok(())
@@ -1866,6 +1871,9 @@ impl Controller {
         if ifindex.is_some() && self.sys.ifindex(&name) == ifindex {
             warn!(port = %name, "port failed ({}); its interface is still there: opening it again", f.error);
             self.reopen(&name);
+            // Under its new id: a macvlan parent's table follows at once (a parent is
+            // opened again here too).
+            self.sync_parents();
         } else {
             warn!(port = %name, "port failed ({}); it goes when the kernel says its interface is gone", f.error);
         }

@@ -83,6 +83,9 @@ pub struct Segment {
     pub everyone: Vec<PortId>,
     /// The parent and the host port: a group frame from an endpoint in private or vepa mode.
     pub outward: Vec<PortId>,
+    /// The endpoints without the host port: a vepa endpoint's group frame reflected back
+    /// (the host port had it from inside already).
+    pub siblings: Vec<PortId>,
 }
 
 /// Which list of a segment a group frame goes to (see `Segment`).
@@ -91,6 +94,7 @@ pub enum Reach {
     Endpoints = 0,
     Everyone = 1,
     Outward = 2,
+    Siblings = 3,
 }
 
 /// A member's place: its segment and role.
@@ -126,8 +130,19 @@ fn key(vlan: u16, mac: MacAddr) -> u64 {
     u64::from(vlan) << 48 | mac.to_u64()
 }
 
-fn vlan_of(tag: Option<[u8; 4]>) -> u16 {
-    tag.map_or(0, |t| u16::from_be_bytes([t[2], t[3]]) & 0x0fff)
+/// The VLAN of a frame's offloaded tag (0: untagged); None for a tag that is not 802.1Q's
+/// (an 802.1ad service tag is not a VLAN of ours).
+fn vlan_of(tag: Option<[u8; 4]>) -> Option<u16> {
+    match tag {
+        None => Some(0),
+        Some([0x81, 0x00, hi, lo]) => Some(u16::from_be_bytes([hi, lo]) & 0x0fff),
+        Some(_) => None,
+    }
+}
+
+/// A tag inside the frame's bytes (a TAP's frames keep theirs there).
+fn tagged_inline(data: &[u8]) -> bool {
+    matches!(data.get(12..14), Some([0x81, 0x00]) | Some([0x88, 0xa8]))
 }
 
 /// The 802.1Q tag for VLAN `vid`.
@@ -172,8 +187,9 @@ impl Dispatch {
                 d.members[port as usize] = Some(Member { segment: i as u16, role });
                 s.endpoints.push(port);
                 s.everyone.push(port);
-                if role == Role::Host {
-                    s.outward.push(port);
+                match role {
+                    Role::Host => s.outward.push(port),
+                    Role::Endpoint => s.siblings.push(port),
                 }
             }
             d.segments.push(s);
@@ -189,6 +205,7 @@ impl Dispatch {
             Reach::Endpoints => &s.endpoints,
             Reach::Everyone => &s.everyone,
             Reach::Outward => &s.outward,
+            Reach::Siblings => &s.siblings,
         }
     }
 
@@ -210,10 +227,18 @@ impl Dispatch {
         }
     }
 
-    /// Whether `port` is the parent (frames out of it keep their tag).
+    /// Whether `port` is the parent.
     #[inline]
     pub fn is_parent(&self, port: PortId) -> bool {
         self.parent == Some(port)
+    }
+
+    /// Whether frames out of `port` lose their tag: a member of a VLAN segment (the tag is
+    /// its segment's, the parent's wire's). On an untagged segment an endpoint's own tag
+    /// stays, as it stays on the way out of the parent.
+    #[inline]
+    pub fn untags(&self, port: PortId) -> bool {
+        self.member(port).is_some_and(|m| self.segments[m.segment as usize].tag.is_some())
     }
 
     #[inline]
@@ -229,7 +254,7 @@ impl Dispatch {
     }
 
     fn on_parent<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
-        let vlan = vlan_of(cx.frame.tag);
+        let Some(vlan) = vlan_of(cx.frame.tag) else { return Action::Drop(DropReason::UnknownVlan) };
         let Some(seg) = self.by_vlan[vlan as usize].checked_sub(1) else {
             return Action::Drop(DropReason::UnknownVlan);
         };
@@ -243,14 +268,19 @@ impl Dispatch {
                 None => Action::Drop(DropReason::UnknownMac),
             };
         }
-        // Our own endpoint's frame come back: the parent's switch reflects (hairpin).
+        // Our own endpoint's frame come back: the parent's switch reflects (hairpin). Only
+        // vepa takes it; the host port's frames were delivered inside already, in any mode.
         let sender = self.lookup(vlan, eth.src);
-        if sender.is_some() && s.mode != Mode::Vepa {
+        let host_sent = sender.and_then(|p| self.member(p)).is_some_and(|m| m.role == Role::Host);
+        if sender.is_some() && (s.mode != Mode::Vepa || host_sent) {
             return Action::Drop(DropReason::Reflected);
         }
         if eth.dst.is_multicast() {
             obs.note(NAME, Note::Group(eth.dst));
-            return Action::Group(seg, Reach::Endpoints, sender.unwrap_or(cx.in_port));
+            return match sender {
+                Some(p) => Action::Group(seg, Reach::Siblings, p),
+                None => Action::Group(seg, Reach::Endpoints, cx.in_port),
+            };
         }
         match self.lookup(vlan, eth.dst) {
             Some(p) => {
@@ -264,7 +294,7 @@ impl Dispatch {
     fn on_member<O: Observe>(&self, cx: &FrameCx, eth: &Eth, obs: &mut O) -> Action {
         let Some(m) = self.member(cx.in_port) else { return Action::Drop(DropReason::UnknownVlan) };
         let s = &self.segments[m.segment as usize];
-        if s.tag.is_some() && cx.frame.tag.is_some() {
+        if s.tag.is_some() && (cx.frame.tag.is_some() || tagged_inline(cx.frame.data())) {
             // A tag of the endpoint's own inside a VLAN segment: one tag is all we carry.
             return Action::Drop(DropReason::UnknownVlan);
         }
@@ -281,7 +311,7 @@ impl Dispatch {
             let reach = if inside { Reach::Everyone } else { Reach::Outward };
             return Action::Group(m.segment, reach, cx.in_port);
         }
-        let vlan = vlan_of(s.tag);
+        let vlan = vlan_of(s.tag).unwrap_or(0);
         match self.lookup(vlan, eth.dst) {
             Some(p) if p == cx.in_port => Action::Drop(DropReason::SamePort),
             Some(p) if inside || self.member(p).is_some_and(|t| t.role == Role::Host) => {
@@ -377,7 +407,10 @@ mod tests {
         }
         // Back from a hairpin switch: vepa delivers, private never does.
         assert_eq!(run(&table(Mode::Vepa), PARENT, &frame(B, A), None), Action::Port(3));
-        assert_eq!(run(&table(Mode::Vepa), PARENT, &frame(BCAST, A), None), Action::Group(0, Reach::Endpoints, 2));
+        assert_eq!(run(&table(Mode::Vepa), PARENT, &frame(BCAST, A), None), Action::Group(0, Reach::Siblings, 2));
+        assert_eq!(table(Mode::Vepa).group(0, Reach::Siblings), [2, 3], "the host port had it from inside");
+        // The host port's own frames never come back in: delivered inside already.
+        assert_eq!(run(&table(Mode::Vepa), PARENT, &frame(BCAST, H), None), Action::Drop(DropReason::Reflected));
         assert_eq!(run(&table(Mode::Private), PARENT, &frame(B, A), None), Action::Drop(DropReason::Reflected));
     }
 
@@ -396,9 +429,28 @@ mod tests {
         let f = rx(&data);
         assert_eq!(d.tagged(&f, 5).tag, Some([0x81, 0, 0, 50]));
         assert_eq!(d.tagged(&f, 2).tag, None);
-        // A frame tagged by the endpoint itself cannot go into a VLAN segment.
+        // A frame tagged by the endpoint itself cannot go into a VLAN segment, offloaded or
+        // inline (a TAP's).
         assert_eq!(run(&d, 5, &data, Some(7)), Action::Drop(DropReason::UnknownVlan));
+        let mut inline = data.clone();
+        inline.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(run(&d, 5, &inline, None), Action::Drop(DropReason::UnknownVlan));
         assert_eq!(run(&d, 2, &data, Some(7)), Action::Port(PARENT), "untagged segment: its tag passes");
+        // ... and reaches a sibling with it; only a VLAN segment's members lose tags.
+        assert!(!d.untags(3) && d.untags(5) && !d.untags(PARENT));
+        // An 802.1ad service tag is no VLAN of ours.
+        let stag = frame(A, LAN);
+        let mut f = rx(&stag);
+        f.tag = Some([0x88, 0xa8, 0, 50]);
+        let cx = FrameCx { frame: &f, in_port: PARENT, max_frame: 1518, now: 0 };
+        let p = Pipeline::Macvlan(Arc::new(d.clone()));
+        let a = p.run(
+            &super::super::Env { routes: &Default::default() },
+            &mut super::super::Nat::new(1024..=2048, 4),
+            &cx,
+            &mut Record::default(),
+        );
+        assert_eq!(a, Action::Drop(DropReason::UnknownVlan));
     }
 
     #[test]

@@ -354,13 +354,13 @@ impl Pipeline {
         }
     }
 
-    /// Whether frames out of `port` lose their VLAN tag (a macvlan endpoint: the tag belongs
-    /// to the parent's wire).
+    /// Whether frames out of `port` lose their VLAN tag (a member of a macvlan VLAN segment:
+    /// the tag belongs to the parent's wire).
     #[inline]
     pub fn untags(&self, port: PortId) -> bool {
         match self {
             Pipeline::Bridge(_) => false,
-            Pipeline::Macvlan(d) => !d.is_parent(port),
+            Pipeline::Macvlan(d) => d.untags(port),
         }
     }
 }

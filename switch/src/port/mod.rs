@@ -201,6 +201,10 @@ impl Queue {
         }
     }
 
+    pub fn is_drained(&self) -> bool {
+        matches!(self, Queue::Tap(q) if q.drained)
+    }
+
     pub fn is_tap(&self) -> bool {
         matches!(self, Queue::Tap(_))
     }
