@@ -46,6 +46,8 @@ impl Drop for Topo {
         }
         for n in &self.namespaces {
             let _ = run(&["ip", "netns", "del", n]);
+            // The daemon wrote the endpoints' resolv.conf there (`connect --netns`).
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
         }
     }
 }

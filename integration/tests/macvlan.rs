@@ -344,6 +344,9 @@ fn the_host_reaches_endpoints_through_its_host_port_and_the_parent_comes_back() 
     let parent = lan.parents[p].host.clone();
     let net = net_name();
     let hp = unique("vhp");
+    // The daemon makes the host port in this namespace; gone with the network, or here if
+    // the test fails first.
+    let _hp_guard = LinkGuard(hp.clone());
     d.ok(&[
         "network",
         "create",
@@ -402,6 +405,15 @@ fn the_host_reaches_endpoints_through_its_host_port_and_the_parent_comes_back() 
     d.ok(&["network", "disconnect", &net, &a.name]);
     d.ok(&["network", "rm", &net]);
     assert!(std::fs::metadata(format!("/sys/class/net/{hp}")).is_err(), "the host port is removed");
+}
+
+/// Deletes a link of this namespace on drop.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        quiet(&["ip", "link", "del", &self.0]);
+    }
 }
 
 fn sh_ok(args: &[&str]) -> bool {
