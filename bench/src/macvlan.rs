@@ -16,7 +16,7 @@
 //! parent shows what dispatching among many endpoints costs (one hash probe either way).
 
 use crate::scenario::{self, Measure};
-use crate::sides::{self, median, push, timed, udp_flows, Pair};
+use crate::sides::{self, host, median, push, timed, udp_flows, Pair, Topo};
 use crate::switch::Lab;
 use crate::sys::{run, run_in, Res};
 use crate::topo::Host;
@@ -32,51 +32,16 @@ pub struct Report {
     pub dispatch_ratio: f64,
 }
 
-/// The namespaces and links of all sides; removed on drop, also on failure.
-struct Topo {
-    id: u32,
-    namespaces: Vec<String>,
-    links: Vec<String>,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = run(&["ip", "link", "del", l]);
-        }
-        for n in &self.namespaces {
-            let _ = run(&["ip", "netns", "del", n]);
-            // The daemon wrote the endpoints' resolv.conf there (`connect --netns`).
-            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
-        }
-    }
-}
-
-impl Topo {
-    fn ns(&mut self, name: &str) -> Res<String> {
-        let ns = format!("vsbench-{}-{name}", self.id);
-        run(&["ip", "netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
-        run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-        Ok(ns)
-    }
-
-    /// A LAN host `ns` with `ip`/`prefix` on eth0, its veth's other end `parent` here.
-    fn lan(&mut self, name: &str, parent: &str, ip: &str, prefix: u8) -> Res<Host> {
-        let ns = self.ns(name)?;
-        run(&["ip", "link", "add", parent, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        self.links.push(parent.to_string());
-        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{parent}.disable_ipv6=1")])?;
-        run(&["ip", "link", "set", parent, "up"])?;
-        run_in(&ns, &["ip", "addr", "add", &format!("{ip}/{prefix}"), "dev", "eth0"])?;
-        run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
-        Ok(host(&ns, ip))
-    }
-}
-
-fn host(ns: &str, ip: &str) -> Host {
-    Host { ns: ns.into(), port: String::new(), iface: "eth0".into(), ip: ip.into(), mac: String::new() }
+/// A LAN host `ns` with `ip`/`prefix` on eth0, its veth's other end `parent` here.
+fn lan(t: &mut Topo, name: &str, parent: &str, ip: &str, prefix: u8) -> Res<Host> {
+    let ns = t.ns(name)?;
+    run(&["ip", "link", "add", parent, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+    t.links.push(parent.to_string());
+    run(&["sysctl", "-qw", &format!("net.ipv6.conf.{parent}.disable_ipv6=1")])?;
+    run(&["ip", "link", "set", parent, "up"])?;
+    run_in(&ns, &["ip", "addr", "add", &format!("{ip}/{prefix}"), "dev", "eth0"])?;
+    run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
+    Ok(host(&ns, ip))
 }
 
 fn mac_of(h: &Host) -> Res<String> {
@@ -127,7 +92,7 @@ fn reach(a: &Host, b: &Host) -> Res<()> {
 pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     crate::sys::require_tools(&[("iperf3", "iperf3"), ("taskset", "util-linux"), ("iptables", "iptables")])?;
     let id = std::process::id() % 100_000;
-    let mut t = Topo { id, namespaces: vec![], links: vec![] };
+    let mut t = Topo::new(id);
     // The kernel: a host namespace holding the parent and its macvlans, one moved to `ek`.
     let khost = t.ns("mv-khost")?;
     let lan_k = t.ns("mv-lank")?;
@@ -150,8 +115,8 @@ pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     let kernel = (host(&lan_k, "10.207.0.10"), host(&ek, "10.207.0.20"));
 
     // vswitch: one worker on CPU 0, two parents.
-    let lan4 = t.lan("mv-lan4", &format!("vbm{id}p"), "10.208.0.10", 24)?;
-    let lan256 = t.lan("mv-lan256", &format!("vbm{id}q"), "10.209.0.10", 16)?;
+    let lan4 = lan(&mut t, "mv-lan4", &format!("vbm{id}p"), "10.208.0.10", 24)?;
+    let lan256 = lan(&mut t, "mv-lan256", &format!("vbm{id}q"), "10.209.0.10", 16)?;
     let _daemon = lab.start_daemon_with(1, &["--cpus", "0"])?;
     let e4 = vswitch_side(lab, &mut t, "mvb4", &format!("vbm{id}p"), "10.208.0.0/24", "10.208.0.20", 3)?;
     let e256 = vswitch_side(lab, &mut t, "mvb256", &format!("vbm{id}q"), "10.209.0.0/16", "10.209.0.20", 255)?;

@@ -16,7 +16,7 @@
 //! (/proc/stat) while it was measured: both ends, and the kernel's or vswitch's NAT.
 
 use crate::scenario::{self, Measure};
-use crate::sides::{self, median, push, timed, udp_flows, Pair};
+use crate::sides::{self, host, median, push, timed, udp_flows, Pair, Topo};
 use crate::switch::Lab;
 use crate::sys::{run, run_in, spawn_in, Res};
 use crate::topo::Host;
@@ -33,63 +33,11 @@ pub struct Report {
 /// UDP flows the 64-byte cases run over.
 const FLOWS: [u32; 2] = [1_000, 100_000];
 
-/// The namespaces and links of both sides; removed on drop, also on failure.
-struct Topo {
-    id: u32,
-    namespaces: Vec<String>,
-    links: Vec<String>,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = run(&["ip", "link", "del", l]);
-        }
-        for n in &self.namespaces {
-            let _ = run(&["ip", "netns", "del", n]);
-            // The daemon wrote the endpoint's resolv.conf there (`connect --netns`).
-            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
-        }
-    }
-}
-
-impl Topo {
-    fn ns(&mut self, name: &str) -> Res<String> {
-        let ns = format!("vsbench-{}-{name}", self.id);
-        run(&["ip", "netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// A veth pair: `a` in namespace `ns_a` (or the root one), `b` in `ns_b`.
-    fn veth(&mut self, a: &str, ns_a: Option<&str>, b: &str, ns_b: &str) -> Res<()> {
-        run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
-        match ns_a {
-            Some(ns) => run(&["ip", "link", "set", a, "netns", ns])?,
-            None => {
-                self.links.push(a.to_string());
-                run(&["sysctl", "-qw", &format!("net.ipv6.conf.{a}.disable_ipv6=1")])?;
-                run(&["ip", "link", "set", a, "up"])?
-            }
-        };
-        run_in(ns_b, &["ip", "link", "set", b, "up"])?;
-        if let Some(ns) = ns_a {
-            run_in(ns, &["ip", "link", "set", a, "up"])?;
-        }
-        Ok(())
-    }
-}
-
-fn host(ns: &str, ip: &str) -> Host {
-    Host { ns: ns.into(), port: String::new(), iface: "eth0".into(), ip: ip.into(), mac: String::new() }
-}
-
 /// Build both sides, then measure one TCP stream through each, `rounds` times in turn.
 pub fn run_scenario(lab: &Lab, secs: f64, rounds: usize) -> Res<Report> {
     crate::sys::require_tools(&[("iptables", "iptables"), ("iperf3", "iperf3")])?;
     let id = std::process::id() % 100_000;
-    let mut t = Topo { id, namespaces: vec![], links: vec![] };
+    let mut t = Topo::new(id);
     // The kernel: a router namespace with a bridge and MASQUERADE, as Docker sets it up.
     let (ek, router, wk) = (t.ns("nat-ek")?, t.ns("nat-router")?, t.ns("nat-wk")?);
     run_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;

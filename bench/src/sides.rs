@@ -2,7 +2,7 @@
 //! (the `nat` and `macvlan` scenarios): the pairs, their medians and ratios, the cores the
 //! machine was busy, the 64-byte generator, and the table.
 
-use crate::sys::{cores_busy, counter, cpu_ticks, run_in, Res};
+use crate::sys::{cores_busy, counter, cpu_ticks, run, run_in, Res};
 use crate::topo::Host;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -136,4 +136,63 @@ pub fn table(title: &str, pairs: &[Pair]) -> String {
         );
     }
     out
+}
+
+/// The namespaces and links of a scenario's sides; removed on drop, also on failure.
+pub struct Topo {
+    pub id: u32,
+    namespaces: Vec<String>,
+    pub links: Vec<String>,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for l in &self.links {
+            let _ = run(&["ip", "link", "del", l]);
+        }
+        for n in &self.namespaces {
+            let _ = run(&["ip", "netns", "del", n]);
+            // The daemon wrote the endpoint's resolv.conf there (`connect --netns`).
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
+        }
+    }
+}
+
+impl Topo {
+    pub fn new(id: u32) -> Topo {
+        Topo { id, namespaces: vec![], links: vec![] }
+    }
+
+    /// A namespace of the scenario's (loopback up, IPv6 off: only the benchmark's traffic).
+    pub fn ns(&mut self, name: &str) -> Res<String> {
+        let ns = format!("vsbench-{}-{name}", self.id);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+        run_in(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        Ok(ns)
+    }
+
+    /// A veth pair: `a` in namespace `ns_a` (or the root one), `b` in `ns_b`.
+    pub fn veth(&mut self, a: &str, ns_a: Option<&str>, b: &str, ns_b: &str) -> Res<()> {
+        run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
+        match ns_a {
+            Some(ns) => run(&["ip", "link", "set", a, "netns", ns])?,
+            None => {
+                self.links.push(a.to_string());
+                run(&["sysctl", "-qw", &format!("net.ipv6.conf.{a}.disable_ipv6=1")])?;
+                run(&["ip", "link", "set", a, "up"])?
+            }
+        };
+        run_in(ns_b, &["ip", "link", "set", b, "up"])?;
+        if let Some(ns) = ns_a {
+            run_in(ns, &["ip", "link", "set", a, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+/// A host of a scenario: its namespace and address on eth0.
+pub fn host(ns: &str, ip: &str) -> Host {
+    Host { ns: ns.into(), port: String::new(), iface: "eth0".into(), ip: ip.into(), mac: String::new() }
 }

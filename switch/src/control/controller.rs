@@ -714,21 +714,12 @@ impl Controller {
                 return Err(Error::invalid("--aux-address takes name=IP"));
             }
         }
-        let taken: Vec<_> =
-            self.st.networks.iter().flat_map(|n| n.ipam.iter().map(move |s| (s.subnet, n.name.clone()))).collect();
-        let req = ipam::Request {
-            subnets: c.subnets,
-            gateways: c.gateways,
-            ip_ranges: c.ip_ranges,
-            aux_addresses: c.aux_addresses,
-            ipv6: c.ipv6,
-        };
         let net = Network {
             name: c.name.clone(),
             id: new_id(),
             created: unix_now(),
             internal: c.internal,
-            ipam: ipam::plan(&req, &taken)?,
+            ipam: self.plan_ipam(&c)?,
             driver: DriverOptions::Bridge(BridgeOptions {
                 aging_secs,
                 max_learned,
@@ -751,6 +742,20 @@ impl Controller {
         let subnets: Vec<String> = net.ipam.iter().map(|s| s.subnet.to_string()).collect();
         info!(network = %net.name, subnets = %subnets.join(","), internal = net.internal, "network created");
         json(net)
+    }
+
+    /// A new network's subnets, as `network create` asks for them, overlapping no other's.
+    fn plan_ipam(&self, c: &CreateNetwork) -> Result<Vec<Subnet>> {
+        let taken: Vec<_> =
+            self.st.networks.iter().flat_map(|n| n.ipam.iter().map(move |s| (s.subnet, n.name.clone()))).collect();
+        let req = ipam::Request {
+            subnets: c.subnets.clone(),
+            gateways: c.gateways.clone(),
+            ip_ranges: c.ip_ranges.clone(),
+            aux_addresses: c.aux_addresses.clone(),
+            ipv6: c.ipv6,
+        };
+        ipam::plan(&req, &taken)
     }
 
     fn detail(&self, n: &Network) -> Result<NetworkDetail> {
@@ -1294,12 +1299,6 @@ impl Controller {
         };
         self.sys.plumb(&plumbing)?;
         let ep = Endpoint {
-            name: host.clone(),
-            kind: PortKind::AfPacket,
-            mac,
-            ipv4,
-            ipv6,
-            created_tap: false,
             sandbox: Some(SandboxLink {
                 sandbox: sb.name.clone(),
                 ifname,
@@ -1308,7 +1307,7 @@ impl Controller {
             }),
             max_learned: o.max_learned,
             published,
-            docker: None,
+            ..Endpoint::veth_end(host.clone(), mac, ipv4, ipv6)
         };
         self.attach_veth_end(tx, network, ep)
     }

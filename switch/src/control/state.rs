@@ -177,6 +177,24 @@ pub struct Endpoint {
     pub docker: Option<DockerLink>,
 }
 
+impl Endpoint {
+    /// The switch's end `name` of a veth pair it made, with what the endpoint was given.
+    pub fn veth_end(name: String, mac: MacAddr, ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>) -> Endpoint {
+        Endpoint {
+            name,
+            kind: PortKind::AfPacket,
+            mac,
+            ipv4,
+            ipv6,
+            created_tap: false,
+            sandbox: None,
+            max_learned: None,
+            published: vec![],
+            docker: None,
+        }
+    }
+}
+
 /// A Docker endpoint's ids and interface.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct DockerLink {

@@ -100,16 +100,9 @@ impl Controller {
                 c.plan_publish(&tx.next, &network, ipv4, publish, &format!("container {}", short_id(ep)))?;
             c.sys.make_veth(&host, &peer, mac, mtu)?;
             let e = Endpoint {
-                name: host,
-                kind: PortKind::AfPacket,
-                mac,
-                ipv4,
-                ipv6,
-                created_tap: false,
-                sandbox: None,
-                max_learned: None,
                 published,
                 docker: Some(DockerLink { endpoint_id: ep.into(), peer, sandbox_key: None }),
+                ..Endpoint::veth_end(host, mac, ipv4, ipv6)
             };
             c.attach_veth_end(tx, &network, e)
         })

@@ -113,21 +113,12 @@ impl Controller {
             .or_else(|| parent.as_deref().and_then(|p| crate::netdev::mtu(p).ok()))
             .filter(|m| (68..=65535).contains(m))
             .unwrap_or(DEFAULT_MTU);
-        let taken: Vec<_> =
-            self.st.networks.iter().flat_map(|n| n.ipam.iter().map(move |s| (s.subnet, n.name.clone()))).collect();
-        let req = ipam::Request {
-            subnets: c.subnets,
-            gateways: c.gateways,
-            ip_ranges: c.ip_ranges,
-            aux_addresses: c.aux_addresses,
-            ipv6: c.ipv6,
-        };
         let net = Network {
             name: c.name.clone(),
             id: new_id(),
             created: unix_now(),
             internal: c.internal,
-            ipam: ipam::plan(&req, &taken)?,
+            ipam: self.plan_ipam(&c)?,
             driver: DriverOptions::Macvlan(MacvlanOptions { parent: parent.clone(), vlan, mode, mtu, host_port: None }),
             endpoints: vec![],
             static_macs: vec![],
@@ -228,19 +219,7 @@ impl Controller {
         if let Some(DriverOptions::Macvlan(m)) = tx.next.network_mut(network).map(|n| &mut n.driver) {
             m.host_port = Some(HostPort { name: name.into(), port: host.clone() });
         }
-        let ep = Endpoint {
-            name: host,
-            kind: PortKind::AfPacket,
-            mac,
-            ipv4,
-            ipv6,
-            created_tap: false,
-            sandbox: None,
-            max_learned: None,
-            published: vec![],
-            docker: None,
-        };
-        self.attach_veth_end(tx, network, ep)?;
+        self.attach_veth_end(tx, network, Endpoint::veth_end(host, mac, ipv4, ipv6))?;
         Ok(())
     }
 
