@@ -33,6 +33,30 @@ impl VnetHdr {
         self.0[1] & 0x7f != VIRTIO_NET_HDR_GSO_NONE
     }
 
+    /// The GSO type without the ECN bit (`VIRTIO_NET_HDR_GSO_*`).
+    pub fn gso_type(&self) -> u8 {
+        self.0[1] & 0x7f
+    }
+
+    /// The payload size of each segment a GSO super-frame is cut into.
+    pub fn gso_size(&self) -> u16 {
+        self.field(4)
+    }
+
+    /// Where the L4 checksum's coverage starts (with `needs_csum`).
+    pub fn csum_start(&self) -> u16 {
+        self.field(6)
+    }
+
+    /// Where the L4 checksum sits, from `csum_start`.
+    pub fn csum_offset(&self) -> u16 {
+        self.field(8)
+    }
+
+    fn field(&self, off: usize) -> u16 {
+        u16::from_le_bytes([self.0[off], self.0[off + 1]])
+    }
+
     /// The header for a frame with `n` bytes inserted at offset 12 (a VLAN tag put back in):
     /// the checksum start and header length move by `n`.
     pub fn shifted(mut self, n: u16) -> VnetHdr {

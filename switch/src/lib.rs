@@ -13,6 +13,7 @@ pub mod explain;
 pub mod fdb;
 pub mod frame;
 pub mod frame_spec;
+pub mod gso;
 pub mod hugemem;
 pub mod mac;
 pub mod netdev;
