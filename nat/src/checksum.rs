@@ -49,17 +49,28 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data, 0))
 }
 
-/// One's-complement sum of `data` added to `acc`, not folded.
-pub fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        acc = (acc & 0xffff) + (acc >> 16);
+/// One's-complement sum of `data` (from an even offset) added to `acc`, folded to 16 bits
+/// but not complemented. Summed as 32-bit words into a 64-bit accumulator and folded once at
+/// the end: a quarter of the steps of 16-bit words with a fold each (it sums whole 1.4 KB
+/// segments in software GSO).
+#[inline]
+pub fn sum(data: &[u8], acc: u32) -> u32 {
+    let mut wide = u64::from(acc);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        wide += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let mut pairs = words.remainder().chunks_exact(2);
+    for p in &mut pairs {
+        wide += u64::from(u16::from_be_bytes([p[0], p[1]]));
     }
-    acc
+    if let [last] = pairs.remainder() {
+        wide += u64::from(*last) << 8;
+    }
+    while wide > 0xffff {
+        wide = (wide & 0xffff) + (wide >> 16);
+    }
+    wide as u32
 }
 
 /// The finished value of a pseudo-header sum plus `data` (how a tests or a NIC completes a
@@ -75,6 +86,18 @@ mod tests {
 
     fn set16(data: &mut [u8], at: usize, v: u16) {
         data[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[test]
+    fn the_fast_sum_is_the_plain_one() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 31 + 7) as u8).collect();
+        for n in [0, 1, 2, 3, 5, 64, 1001] {
+            let slow: u32 = data[..n]
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+                .sum();
+            assert_eq!(sum(&data[..n], 0) as u16, fold(slow), "{n} bytes");
+        }
     }
 
     proptest! {
